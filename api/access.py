@@ -1,0 +1,90 @@
+"""Who may read which channel: ``user:{id}`` its user only; ``file:{id}`` its owner and members."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import File, FileMember, User
+
+
+class Forbidden(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+class AccessCache:
+    """Remembers granted (user, channel) pairs for a short while, so opening a stream on a
+    busy file costs no database round trip. Only grants are cached; access is never revoked
+    in this service (members are only added), so a stale grant cannot let anyone in."""
+
+    def __init__(self, ttl_seconds: float = 30.0, max_entries: int = 100_000) -> None:
+        self.ttl, self.max_entries = ttl_seconds, max_entries
+        self._granted: dict[tuple[str, str], float] = {}
+        self._users: set[str] = set()
+
+    def granted(self, user_id: str, channel: str) -> bool:
+        until = self._granted.get((user_id, channel))
+        return until is not None and until > time.monotonic()
+
+    def grant(self, user_id: str, channel: str) -> None:
+        if len(self._granted) >= self.max_entries:
+            self._granted.clear()
+        self._granted[(user_id, channel)] = time.monotonic() + self.ttl
+
+    def user_known(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def remember_user(self, user_id: str) -> None:
+        if len(self._users) >= self.max_entries:
+            self._users.clear()
+        self._users.add(user_id)
+
+
+def ensure_user(session: Session, user_id: str) -> None:
+    """Users come from the platform's auth service: create one the first time it is seen."""
+    if session.get(User, user_id) is None:
+        session.add(User(id=user_id))
+        try:
+            session.flush()
+        except Exception:  # created concurrently by another request
+            session.rollback()
+
+
+def parse_file_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound("no such file")
+    return int(raw)
+
+
+def file_for_reader(session: Session, user_id: str, file_id: int) -> File:
+    """The file, if ``user_id`` owns it or is a member; NotFound or Forbidden otherwise."""
+    file = session.get(File, file_id)
+    if file is None:
+        raise NotFound("no such file")
+    if file.owner_id != user_id:
+        member = session.scalar(
+            select(FileMember.user_id).where(
+                FileMember.file_id == file_id, FileMember.user_id == user_id
+            )
+        )
+        if member is None:
+            raise Forbidden("not a member of this file")
+    return file
+
+
+def check_channel(session: Session, user_id: str, channel: str) -> None:
+    kind, _, ident = channel.partition(":")
+    if kind == "user":
+        if ident != user_id:
+            raise Forbidden("another user's channel")
+        return
+    if kind == "file":
+        file_for_reader(session, user_id, parse_file_id(ident))
+        return
+    raise NotFound("no such channel")

@@ -1,0 +1,107 @@
+"""The FastAPI application factory (``uvicorn --factory api.app:create_app``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request, Response
+from sse_starlette.sse import EventSourceResponse
+
+from api import ws
+from api.routes import events, health, streams
+from api.state import AppState
+from finrt.logs import request_id
+from finrt.settings import Settings, get_settings
+from streams.hub import Hub
+from streams.publish import AsyncPublisher
+
+log = logging.getLogger("finrt.api")
+
+# Sent to every open stream when the process stops: reconnect soon (to another process).
+SHUTDOWN_RETRY_MS = 250
+
+
+def build_state(settings: Settings) -> AppState:
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=3, socket_timeout=10, max_connections=200
+    )
+    hub = Hub(
+        settings.redis_url,
+        settings.redis_prefix,
+        client,
+        history_maxlen=settings.history_maxlen,
+        history_ttl_seconds=settings.history_ttl_seconds,
+        client_buffer=settings.client_buffer,
+        ping_seconds=settings.ping_seconds,
+        retry_ms=settings.retry_ms,
+        coalesce_ms=settings.coalesce_ms,
+        max_streams_per_user=settings.max_streams_per_user,
+    )
+    publisher = AsyncPublisher(
+        client,
+        settings.redis_prefix,
+        maxlen=settings.history_maxlen,
+        ttl_seconds=settings.history_ttl_seconds,
+        max_bytes=settings.max_event_bytes,
+    )
+    return AppState(settings, client, hub, publisher)
+
+
+async def _close_streams_on_exit(state: AppState) -> None:
+    """On SIGTERM (uvicorn's exit signal, as sse-starlette observes it) end every stream with
+    a short retry hint, so clients reconnect to another process at once and uvicorn's graceful
+    shutdown is not held up by open streams."""
+    await EventSourceResponse._listen_for_exit_signal()
+    log.info("shutting down: closing %d open streams", state.hub.open_streams)
+    await state.hub.stop(final=b"retry: %d\n\n" % SHUTDOWN_RETRY_MS)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings)
+        app.state.finrt = state
+        await state.hub.start()
+        watcher = asyncio.create_task(_close_streams_on_exit(state))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await state.hub.stop()
+            await state.redis.aclose()
+
+    app = FastAPI(
+        title="FinVision Realtime",
+        version="0.1.0",
+        description="Live dashboard events and notifications over Server-Sent Events.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def _request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    app.include_router(health.router)
+    app.include_router(streams.router)
+    app.include_router(events.router)
+    app.include_router(ws.router)
+    return app

@@ -1,0 +1,121 @@
+"""Dependencies, as ``Annotated`` aliases so that route signatures read like prose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.access import ensure_user
+from api.auth import AuthError, Principal, decode_token
+from api.errors import unauthorized
+from api.state import AppState
+from api.tickets import redeem_ticket
+from finrt.settings import Settings
+from models import session_scope
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT signed with FINRT_JWT_SECRET")
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.finrt
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with session_scope(settings.database_url) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def known_user(state: AppState, principal: Principal) -> Principal:
+    """Create the user on first sight (cached per process: no database trip afterwards)."""
+    if not state.access.user_known(principal.user_id):
+
+        def _ensure() -> None:
+            with session_scope(state.settings.database_url) as session:
+                ensure_user(session, principal.user_id)
+
+        await run_in_threadpool(_ensure)
+        state.access.remember_user(principal.user_id)
+    return principal
+
+
+def principal_from_token(state: AppState, token: str) -> Principal:
+    s = state.settings
+    try:
+        return decode_token(token, s.jwt_secret, s.jwt_algorithm)
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from exc
+
+
+async def current_user(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise unauthorized("missing bearer token")
+    return await known_user(state, principal_from_token(state, credentials.credentials))
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def stream_user(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    access_token: Annotated[
+        str | None,
+        Query(max_length=4096, description="the JWT, for clients that cannot set headers"),
+    ] = None,
+    ticket: Annotated[
+        str | None,
+        Query(max_length=64, description="a single-use ticket from POST /stream/tickets"),
+    ] = None,
+) -> Principal:
+    """Streams accept the bearer header, ``?access_token=`` or a single-use ``?ticket=``."""
+    if credentials is not None:
+        principal = principal_from_token(state, credentials.credentials)
+    elif access_token is not None:
+        principal = principal_from_token(state, access_token)
+    elif ticket is not None:
+        try:
+            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)
+        except AuthError as exc:
+            raise unauthorized(str(exc)) from exc
+    else:
+        raise unauthorized("missing token: send a bearer header, access_token or ticket")
+    return await known_user(state, principal)
+
+
+StreamUser = Annotated[Principal, Depends(stream_user)]
+
+
+def last_event_id(
+    header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=4096)] = None,
+    query: Annotated[
+        str | None, Query(alias="last_event_id", max_length=4096, description="resume position")
+    ] = None,
+) -> str | None:
+    """The position a client resumes from: the ``Last-Event-ID`` header, else the query."""
+    value = header if header else query
+    return value.strip() if value and value.strip() else None
+
+
+LastEventId = Annotated[str | None, Depends(last_event_id)]

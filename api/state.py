@@ -1,0 +1,21 @@
+"""What one API process holds for its lifetime: settings, Redis, the hub, a publisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from api.access import AccessCache
+from finrt.settings import Settings
+from streams.hub import Hub
+from streams.publish import AsyncPublisher
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    redis: aioredis.Redis
+    hub: Hub
+    publisher: AsyncPublisher
+    access: AccessCache = field(default_factory=AccessCache)

@@ -1,0 +1,139 @@
+"""The WebSocket route: ping, subscribe and unsubscribe only (RFC 6455 text frames, JSON).
+
+In: ``{"type":"ping"}``, ``{"type":"subscribe","channel":C}``, ``{"type":"unsubscribe",
+"channel":C}``. Out: ``pong``, ``subscribed``, ``unsubscribed``, ``error`` and event envelopes.
+A bad token closes with 4001; a bad frame gets an error and the socket stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api.auth import AuthError, Principal
+from api.deps import known_user, principal_from_token
+from api.routes.streams import authorize
+from api.state import AppState
+from api.tickets import redeem_ticket
+from streams.envelope import InvalidEvent, check_channel
+from streams.hub import HubUnavailable, TooManyStreams
+from streams.subscriber import WS, Subscriber
+
+router = APIRouter()
+MAX_FRAME = 4096
+
+
+async def _authenticate(state: AppState, ws: WebSocket) -> Principal:
+    token = ws.query_params.get("access_token")
+    ticket = ws.query_params.get("ticket")
+    header = ws.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    if token:
+        principal = principal_from_token(state, token)
+    elif ticket:
+        try:
+            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)
+        except AuthError as exc:
+            raise HTTPException(401, str(exc)) from exc
+    else:
+        raise HTTPException(401, "missing token")
+    return await known_user(state, principal)
+
+
+class WebSocketSession:
+    def __init__(self, state: AppState, ws: WebSocket, sub: Subscriber) -> None:
+        self.state, self.ws, self.sub = state, ws, sub
+
+    def reply(self, message: dict[str, Any]) -> None:
+        self.sub.queue_raw(orjson.dumps(message))
+        self.state.hub.mark(self.sub)
+
+    def error(self, text: str) -> None:
+        self.reply({"type": "error", "error": text})
+
+    async def handle(self, raw: str | bytes | None) -> None:
+        if raw is None or isinstance(raw, bytes):
+            return self.error("frames must be JSON text")
+        if len(raw) > MAX_FRAME:
+            return self.error(f"frame larger than {MAX_FRAME} bytes")
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self.error("invalid JSON")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return self.error('expected an object with a "type"')
+        kind = message["type"]
+        if kind == "ping":
+            return self.reply({"type": "pong"})
+        if kind not in ("subscribe", "unsubscribe"):
+            return self.error(f"unknown type {kind[:40]!r}")
+        channel = message.get("channel")
+        try:
+            if not isinstance(channel, str):
+                raise InvalidEvent('"channel" must be a string')
+            check_channel(channel)
+        except InvalidEvent as exc:
+            return self.error(str(exc))
+        hub, sub = self.state.hub, self.sub
+        if kind == "unsubscribe":
+            hub.leave(sub, [channel])
+            return self.reply({"type": "unsubscribed", "channel": channel})
+        if channel in sub.positions:
+            return self.reply({"type": "subscribed", "channel": channel})
+        if len(sub.positions) >= self.state.settings.max_channels_per_stream:
+            return self.error("too many channels on this socket")
+        try:
+            await authorize(self.state, Principal(sub.user_id, frozenset(), 0), [channel])
+            await hub.join(sub, [channel])
+        except HTTPException as exc:
+            return self.error(f"{channel}: {exc.detail}")
+        except HubUnavailable:
+            return self.error("event service unavailable, try again")
+        self.reply({"type": "subscribed", "channel": channel})
+
+
+@router.websocket("/api/v1/ws")
+async def websocket_route(ws: WebSocket) -> None:
+    """Subscribe to channels and ping over one socket."""
+    state: AppState = ws.app.state.finrt
+    await ws.accept()
+    try:
+        principal = await _authenticate(state, ws)
+    except HTTPException as exc:
+        await ws.close(code=4001, reason=str(exc.detail)[:100])
+        return
+    hub = state.hub
+    try:
+        sub = hub.new_subscriber(principal.user_id, [], WS)
+    except TooManyStreams as exc:
+        await ws.close(code=4029, reason=str(exc)[:100])
+        return
+    # The hub writes every frame (events and our replies) through the raw ASGI send, in one
+    # order; Starlette's wrapper is used for accept and receive only.
+    sub.send = ws._send
+    sub.live = True
+    session = WebSocketSession(state, ws, sub)
+
+    def expire() -> None:
+        frame = hub.control_frame(sub, "auth_expired", {"reason": "token expired"})
+        sub.close("auth_expired", frame)
+
+    delay = max(0.0, principal.expires_at - time.time())
+    sub.expire_handle = asyncio.get_running_loop().call_later(delay, expire)
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            await session.handle(text if text is not None else message.get("bytes"))
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.release(sub)

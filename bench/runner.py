@@ -1,0 +1,874 @@
+"""Orchestrator: starts Redis and the servers, runs the scenarios, prints and saves the table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import report
+from bench.common import STREAM_PATH, cpu_seconds
+from bench.procs import (
+    LOAD_CPU,
+    PYTHON,
+    REGISTRY,
+    REPO,
+    SERVER_CPU,
+    Pinning,
+    Proc,
+    Worker,
+    free_port,
+    raise_nofile,
+    rss_kb,
+    spawn,
+    start_redis,
+    tree_cpu,
+    wait_http_ok,
+)
+
+SCENARIOS = (
+    "fanout-100",
+    "fanout-10",
+    "fanout-max",
+    "capacity",
+    "per-user",
+    "resume",
+    "e2e-celery",
+)
+BASELINE_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "capacity"}
+RESULTS = Path(__file__).resolve().parent / "results"
+VENV_BIN = Path(PYTHON).parent
+
+
+@dataclass
+class Params:
+    subs: int = 1000
+    f100_events: int = 2000
+    f10_events: int = 300
+    fmax_events: int = 2000
+    fmax_concurrency: int = 32
+    cap_conns: int = 10_000
+    cap_timed: int = 5000
+    cap_baseline: int = 5000
+    cap_concurrency: int = 500
+    peruser_users: int = 2000
+    peruser_events: int = 5
+    peruser_rate: float = 1000.0
+    resume_events: int = 1000
+    resume_trials: int = 5
+    e2e_subs: int = 100
+    e2e_events: int = 500
+    e2e_rate: float = 100.0
+    drain_idle_s: float = 5.0
+    drain_max_s: float = 60.0
+
+
+FULL = Params()
+QUICK = Params(
+    subs=200,
+    f100_events=300,
+    f10_events=50,
+    fmax_events=500,
+    cap_conns=2000,
+    cap_timed=1000,
+    cap_baseline=1000,
+    peruser_users=300,
+    resume_trials=2,
+    e2e_subs=50,
+    e2e_events=100,
+    drain_idle_s=3.0,
+    drain_max_s=20.0,
+)
+
+
+class Skip(Exception):
+    """A scenario that cannot run for this target (e.g. no resume in the baseline)."""
+
+
+class Target:
+    """One server implementation: a fresh process per scenario, pinned to the server CPU."""
+
+    def __init__(self, bench: Bench, name: str) -> None:
+        self.bench = bench
+        self.name = name
+        self.port = 0
+        self.proc: Proc | None = None
+
+    def argv(self, port: int) -> list[str]:
+        if self.name == "ours":
+            return [str(VENV_BIN / "finrt"), "api", "--host", "127.0.0.1", "--port", str(port)]
+        return [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "bench.baseline_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+
+    async def start(self) -> Proc:
+        await self.stop()
+        self.bench.flush_redis()
+        self.port = free_port()
+        self.proc = spawn(
+            f"server-{self.name}",
+            self.argv(self.port),
+            env=self.bench.env,
+            cpu=SERVER_CPU,
+            pinning=self.bench.pinning,
+            log_dir=self.bench.log_dir,
+        )
+        await wait_http_ok(self.port, "/healthz", self.proc, timeout=60)
+        await asyncio.sleep(0.3)
+        return self.proc
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            await asyncio.to_thread(proc.stop)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.quick: bool = args.quick
+        self.p = QUICK if args.quick else FULL
+        self.pinning = Pinning(not args.no_pin)
+        self.secret = secrets.token_urlsafe(32)
+        self.tmp = Path(tempfile.mkdtemp(prefix="finrt-bench-"))
+        self.log_dir = RESULTS / "tmp" / "logs"
+        self.redis_proc: Proc | None = None
+        self.redis_port = 0
+        self.env: dict[str, str] = {}
+        self.pub_mode = "raw"
+        self.ours_ok = False
+        self.ours_note = ""
+        self.results: dict[str, dict[str, Any]] = {}
+        self.redis_version = ""
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.pinning.pin_self(LOAD_CPU)
+        self.redis_proc, self.redis_port = start_redis(self.pinning, self.log_dir, self.tmp)
+        r = self.redis()
+        self.redis_version = str(r.info("server").get("redis_version", ""))
+        r.close()
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("FINRT_"):
+                del env[k]
+        env.update(
+            {
+                "FINRT_ENV": "production",
+                "FINRT_JWT_SECRET": self.secret,
+                "FINRT_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "FINRT_DATABASE_URL": f"sqlite:///{self.tmp}/bench.db",
+                "FINRT_MAX_STREAMS_PER_USER": "1000000",
+                "FINRT_CLIENT_BUFFER": "100000",
+                "FINRT_REDIS_PREFIX": "bench",
+                "FINRT_LOG_LEVEL": "WARNING",
+                "BENCH_CELERY_BROKER": f"redis://127.0.0.1:{self.redis_port}/1",
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env = env
+        self.ours_ok, self.ours_note = self.detect_ours()
+        want = self.args.publisher
+        if want == "auto":
+            self.pub_mode = "streams" if self.ours_ok else "raw"
+        else:
+            self.pub_mode = want
+
+    def detect_ours(self) -> tuple[bool, str]:
+        if self.args.target == "baseline":
+            return False, "skipped (--target baseline)"
+        probe = subprocess.run(
+            [
+                PYTHON,
+                "-c",
+                "import streams, sys; sys.exit(0 if hasattr(streams, 'apublish') else 3)",
+            ],
+            env=self.env,
+            cwd=str(REPO),
+            capture_output=True,
+            timeout=60,
+        )
+        if probe.returncode != 0:
+            return False, "streams.apublish not available (streams core not built yet)"
+        finrt = VENV_BIN / "finrt"
+        if not finrt.exists():
+            return False, f"{finrt} missing"
+        mig = subprocess.run(
+            [str(finrt), "migrate"],
+            env=self.env,
+            cwd=str(REPO),
+            capture_output=True,
+            timeout=120,
+        )
+        (self.log_dir / "migrate.log").write_bytes(mig.stdout + mig.stderr)
+        if mig.returncode != 0:
+            tail = (mig.stdout + mig.stderr).decode(errors="replace")[-400:]
+            return False, f"`finrt migrate` failed: {tail}"
+        return True, ""
+
+    def redis(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.redis_port, db=db, socket_timeout=10)
+
+    def flush_redis(self) -> None:
+        r = self.redis()
+        r.flushall()
+        r.close()
+
+    def teardown(self) -> None:
+        REGISTRY.stop_all()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def client(self, name: str, port: int) -> Worker:
+        spec = {"host": "127.0.0.1", "port": port, "path": STREAM_PATH, "secret": self.secret}
+        return await Worker.start(
+            f"client-{name}",
+            "bench.loadclient",
+            spec,
+            env=self.env,
+            cpu=LOAD_CPU,
+            pinning=self.pinning,
+            log_dir=self.log_dir,
+        )
+
+    async def publisher(self, name: str, **spec: Any) -> Worker:
+        full = {
+            "mode": self.pub_mode,
+            "redis_url": self.env["FINRT_REDIS_URL"],
+            "prefix": self.env["FINRT_REDIS_PREFIX"],
+            **spec,
+        }
+        return await Worker.start(
+            f"publisher-{name}",
+            "bench.publisher",
+            full,
+            env=self.env,
+            cpu=LOAD_CPU,
+            pinning=self.pinning,
+            log_dir=self.log_dir,
+        )
+
+    # -- scenario building blocks ------------------------------------------------------------
+
+    async def stream_load(
+        self,
+        target: Target,
+        tag: str,
+        *,
+        users: list[str],
+        conns: int,
+        channels: list[str],
+        per_channel: int,
+        rate: float,
+        concurrency: int = 1,
+        drain_max_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Open `conns` streams, warm them up, publish, drain; return the merged figures."""
+        p = self.p
+        server = await target.start()
+        client = pub = None
+        try:
+            client = await self.client(f"{target.name}-{tag}", target.port)
+            opened = await client.request(
+                {
+                    "cmd": "open",
+                    "count": conns,
+                    "users": users,
+                    "expect": [0, per_channel],
+                    "concurrency": 500,
+                    "timeout": 60,
+                },
+                timeout=300,
+            )
+            if opened["ok"] == 0:
+                raise RuntimeError(f"no stream could be opened: {opened['errors']}")
+            pub = await self.publisher(
+                f"{target.name}-{tag}",
+                channels=channels,
+                per_channel=per_channel,
+                rate=rate,
+                concurrency=concurrency,
+                warmup=True,
+                ids="first",
+            )
+            warm = await client.request({"cmd": "wait_warm", "timeout": 30}, timeout=60)
+            await client.request({"cmd": "reset"})
+            cpu0 = self.cpu_snapshot(server, client, pub)
+            wall0 = time.monotonic()
+            await pub.send({"cmd": "go"})
+            expected_s = per_channel * len(channels) / rate if rate > 0 else 0
+            done = await pub.recv(timeout=expected_s + 600)
+            res = await client.request(
+                {
+                    "cmd": "drain",
+                    "idle_s": p.drain_idle_s,
+                    "max_s": drain_max_s if drain_max_s is not None else p.drain_max_s,
+                },
+                timeout=(drain_max_s or p.drain_max_s) + 120,
+            )
+            cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, pub), wall0)
+            span_ns = res["last_recv_ns"] - done["first_ns"] if res["last_recv_ns"] else 0
+            res.update(
+                {
+                    "open": _open_summary(opened),
+                    "warm": warm,
+                    "publisher": {k: v for k, v in done.items() if k not in ("ev", "ids")},
+                    "deliveries_per_s": res["events"] / (span_ns / 1e9) if span_ns > 0 else 0.0,
+                    "span_s": span_ns / 1e9,
+                    "cpu": cpu,
+                    "server_rss_kb": rss_kb(server.pid),
+                }
+            )
+            return res
+        finally:
+            for w in (pub, client):
+                if w is not None:
+                    await w.close()
+            await target.stop()
+
+    def cpu_snapshot(self, server: Proc, client: Worker, pub: Worker | None) -> dict[str, float]:
+        snap = {
+            "server": tree_cpu(server.pid),
+            "client": cpu_seconds(client.pid) or 0.0,
+            "redis": cpu_seconds(self.redis_proc.pid) if self.redis_proc else 0.0,
+        }
+        if pub is not None:
+            snap["publisher"] = cpu_seconds(pub.pid) or 0.0
+        return {k: v or 0.0 for k, v in snap.items()}
+
+    @staticmethod
+    def cpu_delta(a: dict[str, float], b: dict[str, float], wall0: float) -> dict[str, float]:
+        wall = max(1e-6, time.monotonic() - wall0)
+        out = {f"{k}_pct": round(100.0 * (b[k] - a.get(k, 0.0)) / wall, 1) for k in b}
+        out["wall_s"] = round(wall, 2)
+        return out
+
+    # -- scenarios -------------------------------------------------------------------------
+
+    async def fanout(self, target: Target, tag: str, events: int, rate: float) -> dict[str, Any]:
+        p = self.p
+        return await self.stream_load(
+            target,
+            tag,
+            users=["bench"],
+            conns=p.subs,
+            channels=["user:bench"],
+            per_channel=events,
+            rate=rate,
+            concurrency=p.fmax_concurrency if rate <= 0 else 1,
+        )
+
+    async def s_fanout_100(self, target: Target) -> dict[str, Any]:
+        return await self.fanout(target, "fanout-100", self.p.f100_events, 100.0)
+
+    async def s_fanout_10(self, target: Target) -> dict[str, Any]:
+        return await self.fanout(target, "fanout-10", self.p.f10_events, 10.0)
+
+    async def s_fanout_max(self, target: Target) -> dict[str, Any]:
+        return await self.fanout(target, "fanout-max", self.p.fmax_events, 0.0)
+
+    async def s_per_user(self, target: Target) -> dict[str, Any]:
+        if target.name != "ours":
+            raise Skip("not measured for the baseline")
+        p = self.p
+        users = [f"u{i}" for i in range(p.peruser_users)]
+        return await self.stream_load(
+            target,
+            "per-user",
+            users=users,
+            conns=len(users),
+            channels=[f"user:{u}" for u in users],
+            per_channel=p.peruser_events,
+            rate=p.peruser_rate,
+        )
+
+    async def s_capacity(self, target: Target) -> dict[str, Any]:
+        p = self.p
+        total = p.cap_conns if target.name == "ours" else p.cap_baseline
+        timed = min(p.cap_timed, total)
+        server = await target.start()
+        client = None
+        try:
+            client = await self.client(f"{target.name}-capacity", target.port)
+            # One stream first so lazily created shared state exists before "RSS before".
+            first = await client.request(
+                {"cmd": "open", "count": 1, "user": "cap", "timeout": 30}, timeout=60
+            )
+            if first["ok"] != 1:
+                raise RuntimeError(f"first stream failed: {first['errors']}")
+            await asyncio.sleep(1.0)
+            rss0 = rss_kb(server.pid)
+            cpu0 = tree_cpu(server.pid)
+            timed_open = await client.request(
+                {
+                    "cmd": "open",
+                    "count": timed,
+                    "user": "cap",
+                    "concurrency": p.cap_concurrency,
+                    "timeout": 60,
+                },
+                timeout=600,
+            )
+            cpu_open = tree_cpu(server.pid) - cpu0
+            await asyncio.sleep(1.0)
+            rss_timed = rss_kb(server.pid)
+            batches = []
+            left = total - timed
+            while left > 0:
+                n = min(1000, left)
+                batches.append(
+                    await client.request(
+                        {
+                            "cmd": "open",
+                            "count": n,
+                            "user": "cap",
+                            "concurrency": p.cap_concurrency,
+                            "timeout": 60,
+                        },
+                        timeout=600,
+                    )
+                )
+                left -= n
+            await asyncio.sleep(2.0)
+            rss1 = rss_kb(server.pid)
+            live = (batches[-1] if batches else timed_open)["total_open"]
+            opened_ok = timed_open["ok"] + sum(b["ok"] for b in batches)
+            redis_clients = self.redis_client_counts()
+            failed = timed_open["failed"] + sum(b["failed"] for b in batches)
+            errors: dict[str, int] = dict(timed_open["errors"])
+            for b in batches:
+                for k, v in b["errors"].items():
+                    errors[k] = errors.get(k, 0) + v
+            return {
+                "connections": total,
+                "opened_ok": opened_ok,
+                "failed": failed,
+                "errors": errors,
+                "live": live,
+                "rss_before_kb": rss0,
+                "rss_after_timed_kb": rss_timed,
+                "rss_after_kb": rss1,
+                "rss_per_conn_kb": (rss1 - rss0) / opened_ok if opened_ok else math.nan,
+                "rss_per_conn_timed_kb": (rss_timed - rss0) / timed_open["ok"]
+                if timed_open["ok"]
+                else math.nan,
+                "timed_count": timed,
+                "timed_open_s": timed_open["elapsed_s"],
+                "timed_open": _open_summary(timed_open),
+                "server_cpu_s_for_timed_open": cpu_open,
+                "rest_open_s": sum(b["elapsed_s"] for b in batches),
+                "redis": redis_clients,
+            }
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.request({"cmd": "close"}, timeout=60)
+                await client.close()
+            await target.stop()
+
+    def redis_client_counts(self) -> dict[str, int]:
+        r = self.redis()
+        try:
+            clients = r.client_list()
+        finally:
+            r.close()
+        subs = 0
+        total = 0
+        for c in clients:
+            if c.get("cmd") in ("client|list", "client"):
+                continue
+            total += 1
+            cmd = c.get("cmd", "")
+            if cmd in ("subscribe", "ssubscribe", "psubscribe") or any(
+                int(c.get(k, 0) or 0) > 0 for k in ("sub", "psub", "ssub")
+            ):
+                subs += 1
+        return {"subscriber_connections": subs, "total_connections": total}
+
+    async def s_resume(self, target: Target) -> dict[str, Any]:
+        if target.name != "ours":
+            raise Skip("the baseline has no history")
+        if self.pub_mode != "streams":
+            raise Skip("needs streams.apublish")
+        p = self.p
+        server = await target.start()
+        client = pub = None
+        try:
+            chans = [f"user:resume{i}" for i in range(p.resume_trials)]
+            pub = await self.publisher(
+                "ours-resume",
+                channels=chans,
+                per_channel=p.resume_events,
+                rate=0,
+                concurrency=1,
+                warmup=False,
+                ids="all",
+            )
+            await pub.send({"cmd": "go"})
+            done = await pub.recv(timeout=300)
+            first_ids = done["ids"][: len(chans)]
+            client = await self.client("ours-resume", target.port)
+            trials = []
+            for i, first_id in enumerate(first_ids):
+                opened = await client.request(
+                    {
+                        "cmd": "open",
+                        "count": 1,
+                        "user": f"resume{i}",
+                        "expect": [1, p.resume_events],
+                        "last_event_id": first_id,
+                        "timeout": 30,
+                    },
+                    timeout=60,
+                )
+                res = await client.request(
+                    {"cmd": "drain", "idle_s": 3, "max_s": 20, "since": i}, timeout=120
+                )
+                trials.append(
+                    {
+                        "open_ok": opened["ok"],
+                        "errors": opened["errors"],
+                        "caught_up_ms": res["complete_ms"]["max"],
+                        "received": res["received"],
+                        "expected": res["expected"],
+                        "lost": res["lost"],
+                        "duplicates": res["duplicates"],
+                        "unexpected": res["unexpected"],
+                    }
+                )
+            times = sorted(t["caught_up_ms"] for t in trials if not math.isnan(t["caught_up_ms"]))
+            return {
+                "events": p.resume_events,
+                "trials": trials,
+                "caught_up_ms_median": times[len(times) // 2] if times else math.nan,
+                "caught_up_ms_max": times[-1] if times else math.nan,
+                "complete_trials": len(times),
+                "lost": sum(t["lost"] for t in trials),
+                "duplicates": sum(t["duplicates"] for t in trials),
+                "server_rss_kb": rss_kb(server.pid),
+            }
+        finally:
+            for w in (pub, client):
+                if w is not None:
+                    await w.close()
+            await target.stop()
+
+    async def s_e2e_celery(self, target: Target) -> dict[str, Any]:
+        if target.name != "ours":
+            raise Skip("not measured for the baseline")
+        if self.pub_mode != "streams":
+            raise Skip("needs streams.publish")
+        p = self.p
+        server = await target.start()
+        worker_proc = client = pub = None
+        try:
+            worker_proc = spawn(
+                "celery-worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.celery_app",
+                    "worker",
+                    "--pool",
+                    "solo",
+                    "-Q",
+                    "bench",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "info",
+                    "-n",
+                    f"bench-{os.getpid()}@localhost",
+                ],
+                env=self.env,
+                cpu=LOAD_CPU,
+                pinning=self.pinning,
+                log_dir=self.log_dir,
+            )
+            client = await self.client("ours-e2e", target.port)
+            opened = await client.request(
+                {
+                    "cmd": "open",
+                    "count": p.e2e_subs,
+                    "user": "celery",
+                    "expect": [0, p.e2e_events],
+                    "timeout": 30,
+                },
+                timeout=120,
+            )
+            pub = await self.publisher(
+                "ours-e2e", channels=["user:celery"], per_channel=0, rate=0, warmup=True
+            )
+            warm = await client.request({"cmd": "wait_warm", "timeout": 30}, timeout=60)
+            await pub.request({"cmd": "go"}, timeout=60)
+            await client.request({"cmd": "reset"})
+            await _wait_log(worker_proc, " ready.", 60)
+            from bench.celery_app import app as celery_app
+
+            celery_app.conf.broker_url = self.env["BENCH_CELERY_BROKER"]
+            t_send = time.time_ns()
+            await asyncio.to_thread(
+                celery_app.send_task,
+                "bench.progress",
+                args=["user:celery", p.e2e_events, p.e2e_rate],
+                queue="bench",
+            )
+            expected_s = p.e2e_events / p.e2e_rate
+            cpu0 = self.cpu_snapshot(server, client, None)
+            w0 = tree_cpu(worker_proc.pid)
+            wall0 = time.monotonic()
+            res = await client.request(
+                {"cmd": "drain", "idle_s": max(5.0, p.drain_idle_s), "max_s": expected_s + 30},
+                timeout=expected_s + 120,
+            )
+            cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, None), wall0)
+            cpu["celery_worker_pct"] = round(
+                100 * (tree_cpu(worker_proc.pid) - w0) / max(1e-6, cpu["wall_s"]), 1
+            )
+            res.update(
+                {
+                    "open": _open_summary(opened),
+                    "warm": warm,
+                    "task_sent_to_first_event_ms": (res["first_recv_ns"] - t_send) / 1e6
+                    if res["first_recv_ns"]
+                    else math.nan,
+                    "cpu": cpu,
+                }
+            )
+            return res
+        finally:
+            for w in (pub, client):
+                if w is not None:
+                    await w.close()
+            if worker_proc is not None:
+                await asyncio.to_thread(worker_proc.stop)
+            await target.stop()
+
+    # -- driver ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        selected = self.args.only or list(SCENARIOS)
+        targets: list[Target] = []
+        if self.ours_ok and self.args.target in ("both", "ours"):
+            targets.append(Target(self, "ours"))
+        if self.args.target in ("both", "baseline"):
+            targets.append(Target(self, "baseline"))
+        fns: dict[str, Callable[[Target], Awaitable[dict[str, Any]]]] = {
+            "fanout-100": self.s_fanout_100,
+            "fanout-10": self.s_fanout_10,
+            "fanout-max": self.s_fanout_max,
+            "capacity": self.s_capacity,
+            "per-user": self.s_per_user,
+            "resume": self.s_resume,
+            "e2e-celery": self.s_e2e_celery,
+        }
+        for name in SCENARIOS:
+            if name not in selected:
+                continue
+            row: dict[str, Any] = {}
+            self.results[name] = row
+            for target in targets:
+                if target.name == "baseline" and name not in BASELINE_SCENARIOS:
+                    continue
+                if (
+                    target.name == "baseline"
+                    and name == "capacity"
+                    and (self.args.no_baseline_capacity)
+                ):
+                    continue
+                t0 = time.monotonic()
+                _progress(f"[{target.name}] {name} ...")
+                try:
+                    row[target.name] = await fns[name](target)
+                    row[target.name]["elapsed_s"] = round(time.monotonic() - t0, 1)
+                    _progress(
+                        f"[{target.name}] {name} done in {time.monotonic() - t0:.1f}s: "
+                        + report.brief(name, row[target.name])
+                    )
+                except Skip as exc:
+                    row[target.name] = {"skipped": str(exc)}
+                except Exception as exc:
+                    row[target.name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+                    _progress(f"[{target.name}] {name} FAILED: {exc}")
+                    await target.stop()
+                    for w in list(REGISTRY.workers):
+                        w.kill()
+
+    def machine(self) -> dict[str, Any]:
+        model = ""
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        head = ""
+        with contextlib.suppress(Exception):
+            head = subprocess.run(
+                ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        return {
+            "cpu_model": model or platform.processor(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "redis": self.redis_version,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "git_head": head or "(no commits)",
+            "pinning": (
+                f"server CPU {SERVER_CPU}; client, publisher, redis CPU {LOAD_CPU}"
+                if self.pinning.enabled
+                else "off"
+            ),
+            "mode": "quick" if self.quick else "full",
+            "publisher": self.pub_mode,
+            "ours": "available" if self.ours_ok else self.ours_note,
+            "nofile": list(raise_nofile()),
+        }
+
+
+def _open_summary(opened: dict[str, Any]) -> dict[str, Any]:
+    return {k: opened[k] for k in ("count", "ok", "failed", "errors", "elapsed_s", "ready_ms")}
+
+
+async def _wait_log(proc: Proc, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        with contextlib.suppress(OSError):
+            if needle in proc.log_path.read_text(errors="replace"):
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{proc.name}: {needle!r} not seen in {timeout}s:\n{proc.tail()}")
+
+
+def _progress(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="FinVision Realtime SSE benchmark: our API vs a naive baseline.",
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller counts (~1-2 minutes)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        metavar="SCENARIO",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+    )
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    ap.add_argument(
+        "--target",
+        choices=("both", "ours", "baseline"),
+        default="both",
+        help="which servers to measure (default both)",
+    )
+    ap.add_argument(
+        "--publisher",
+        choices=("auto", "streams", "raw"),
+        default="auto",
+        help="publish via streams.apublish or a raw XADD+PUBLISH stand-in (default: streams "
+        "when available)",
+    )
+    ap.add_argument(
+        "--no-baseline-capacity",
+        action="store_true",
+        help="skip the optional baseline capacity run",
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_nofile()
+    bench = Bench(args)
+    started = time.monotonic()
+
+    def _term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGHUP, _term)
+    interrupted = False
+    try:
+        bench.setup()
+        if not bench.ours_ok:
+            _progress(f"our server is not measured: {bench.ours_note}")
+        _progress(f"publisher mode: {bench.pub_mode}; logs in {bench.log_dir}")
+        asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        interrupted = True
+        _progress("interrupted; stopping everything")
+    finally:
+        bench.teardown()
+    if not bench.results:
+        return 130 if interrupted else 1
+    machine = bench.machine()
+    duration = time.monotonic() - started
+    machine["duration_s"] = round(duration, 1)
+    doc = {
+        "machine": machine,
+        "params": asdict(bench.p),
+        "interrupted": interrupted,
+        "scenarios": bench.results,
+    }
+    table = report.render(doc)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    (args.out / "latest.txt").write_text(table + "\n")
+    _progress(f"wrote {args.out / 'latest.json'} and latest.txt ({duration:.0f}s total)")
+    return 130 if interrupted else 0
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)

@@ -1,0 +1,314 @@
+"""Parsing and validating an uploaded financial CSV.
+
+File-level problems raise :class:`CsvRejected` (the whole upload is refused); problems in a
+single data row become a :class:`RowError` and the rest of the file is still imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+__all__ = [
+    "CURRENCIES",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_FIELD_CHARS",
+    "DEFAULT_MAX_ROWS",
+    "EXPECTED_HEADER",
+    "RAW_MAX_CHARS",
+    "STATEMENTS",
+    "CsvRejected",
+    "FinancialRow",
+    "ParseResult",
+    "RowError",
+    "parse_csv",
+    "precheck_csv",
+]
+
+EXPECTED_HEADER: tuple[str, ...] = ("period", "statement", "line_item", "amount", "currency")
+STATEMENTS: frozenset[str] = frozenset({"income", "balance", "cashflow"})
+DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_FIELD_CHARS = 256
+RAW_MAX_CHARS = 120
+
+# ISO 4217 list one, minus XTS (testing) and XXX (no currency), which are never the currency
+# of a real statement. HRK, SLL, ZWL, CUC and ANG were withdrawn recently but still appear
+# in historical statements, so they stay accepted.
+CURRENCIES: frozenset[str] = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
+    BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP
+    DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS
+    INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD
+    MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR
+    PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS
+    SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW
+    UZS VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA
+    YER ZAR ZMW ZWG ZWL
+    """.split()
+)
+
+_BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive (is it an .xlsx workbook?)"),
+    (b"PK\x05\x06", "a zip archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"BZh", "a bzip2 archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office document (is it an .xls workbook?)"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+)
+
+# re.ASCII: \d would otherwise accept digits from other scripts, which Decimal also parses.
+_PERIOD_RE = re.compile(r"(\d{4})-(?:(0[1-9]|1[0-2])|[Qq]([1-4]))", re.ASCII)
+_LINE_ITEM_RE = re.compile(r"[A-Za-z0-9_\- ]{1,64}")
+_AMOUNT_RE = re.compile(r"-?\d{1,18}(?:\.\d{1,6})?", re.ASCII)
+_SEPARATORS_RE = re.compile(r"[ _\-]+")
+# Leading spaces are skipped because some spreadsheet importers trim them.
+_FORMULA_RE = re.compile(r" *(?:[=+@\t\r]|-[^0-9])", re.ASCII)
+
+
+class CsvRejected(ValueError):
+    """The whole file is refused; ``reason`` is a sentence meant for the uploader."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FinancialRow:
+    period: str
+    statement: str
+    line_item: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass
+class ParseResult:
+    """``total_lines`` counts non-blank data records, so ``rows + errors == total_lines``."""
+
+    rows: list[FinancialRow] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    currency: str | None = None
+    total_lines: int = 0
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int
+    end: int
+    cells: list[str]
+
+
+def precheck_csv(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+) -> None:
+    """Raise CsvRejected for every file-level problem; row contents are not validated."""
+    _read_records(data, max_bytes=max_bytes, max_rows=max_rows, max_field_chars=max_field_chars)
+
+
+def parse_csv(
+    data: bytes,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ParseResult:
+    """Validate every data row; blank lines (all cells empty or whitespace) are skipped.
+
+    ``on_progress(done, total)`` is called at least every 1% of the rows and once at the end
+    (``(0, 0)`` for a header-only file).
+    """
+    lines, records = _read_records(
+        data, max_bytes=max_bytes, max_rows=max_rows, max_field_chars=max_field_chars
+    )
+    total = len(records)
+    result = ParseResult(total_lines=total)
+    step = max(1, total // 100)
+    for done, record in enumerate(records, start=1):
+        parsed = _parse_record(record)
+        if isinstance(parsed, str):
+            result.errors.append(RowError(record.line, parsed, _raw(lines, record)))
+        elif result.currency is None or parsed.currency == result.currency:
+            result.currency = parsed.currency
+            result.rows.append(parsed)
+        else:
+            reason = (
+                f"currency {parsed.currency} differs from the file's currency {result.currency}"
+            )
+            result.errors.append(RowError(record.line, reason, _raw(lines, record)))
+        if on_progress is not None and (done % step == 0 or done == total):
+            on_progress(done, total)
+    if on_progress is not None and total == 0:
+        on_progress(0, 0)
+    return result
+
+
+def _read_records(
+    data: bytes, *, max_bytes: int, max_rows: int, max_field_chars: int
+) -> tuple[list[str], list[_Record]]:
+    """The file's physical lines and its non-blank data records, after file-level checks."""
+    if len(data) > max_bytes:
+        raise CsvRejected(f"file is {len(data)} bytes; the limit is {max_bytes} bytes")
+    text = _decode(data)
+    lines = list(io.StringIO(text, newline=""))
+    records = _records(lines, max_field_chars)
+    header = next(records, None)
+    if header is None:
+        raise CsvRejected("file is empty")
+    if header.line != 1 or [c.strip().lower() for c in header.cells] != list(EXPECTED_HEADER):
+        found = repr(_raw(lines, header)) if header.line == 1 else "a blank line"
+        raise CsvRejected(
+            f"the first line must be the header {','.join(EXPECTED_HEADER)} (found {found})"
+        )
+    body: list[_Record] = []
+    for record in records:
+        if len(body) >= max_rows:
+            raise CsvRejected(f"file has more than {max_rows} data rows")
+        body.append(record)
+    return lines, body
+
+
+def _decode(data: bytes) -> str:
+    for magic, kind in _BINARY_MAGIC:
+        if data.startswith(magic):
+            raise CsvRejected(f"file looks like {kind}, not a CSV text file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CsvRejected("file is UTF-16 text, not UTF-8; export it as 'CSV UTF-8'")
+    if b"\x00" in data:
+        raise CsvRejected("file contains NUL bytes; it looks binary, not a CSV text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CsvRejected(
+            f"file is not UTF-8 text (invalid byte at offset {exc.start}); export it as 'CSV UTF-8'"
+        ) from None
+    if not text.strip():
+        raise CsvRejected("file is empty")
+    return text
+
+
+def _records(lines: list[str], max_field_chars: int) -> Iterator[_Record]:
+    """Yield non-blank CSV records with the 1-based physical line each starts on."""
+    reader = csv.reader(lines)
+    consumed = 0
+    while True:
+        start = consumed + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            # Only reachable for a field beyond the csv module's own size limit.
+            raise CsvRejected(
+                f"line {start}: a field is longer than {max_field_chars} characters"
+                " (is a quote left open?)"
+            ) from None
+        consumed = reader.line_num
+        longest = max(map(len, cells), default=0)
+        if longest > max_field_chars:
+            raise CsvRejected(
+                f"line {start}: a field is {longest} characters long; the limit is "
+                f"{max_field_chars} (is a quote left open?)"
+            )
+        if any(cell.strip() for cell in cells):
+            yield _Record(start, consumed, cells)
+
+
+def _raw(lines: list[str], record: _Record) -> str:
+    """The record's source text, cut to RAW_MAX_CHARS."""
+    text = "".join(lines[record.line - 1 : record.end]).rstrip("\r\n")
+    return text if len(text) <= RAW_MAX_CHARS else text[: RAW_MAX_CHARS - 3] + "..."
+
+
+def _parse_record(record: _Record) -> FinancialRow | str:
+    """A valid row, or the reason it is invalid."""
+    cells = record.cells
+    if len(cells) != len(EXPECTED_HEADER):
+        return f"expected {len(EXPECTED_HEADER)} columns, found {len(cells)}"
+    problems = [
+        f"{name} starts with {cell.lstrip(' ')[:1]!r} (spreadsheet formulas are refused)"
+        for name, cell in zip(EXPECTED_HEADER, cells, strict=True)
+        if _looks_like_formula(cell)
+    ]
+    if problems:
+        return "; ".join(problems)
+    period_raw, statement_raw, item_raw, amount_raw, currency_raw = (c.strip() for c in cells)
+    period = _parse_period(period_raw)
+    statement = statement_raw.lower()
+    line_item = _parse_line_item(item_raw)
+    amount = _parse_amount(amount_raw)
+    if period is None:
+        problems.append(f"period {_quote(period_raw)} is not YYYY-MM or YYYY-Qn")
+    if statement not in STATEMENTS:
+        problems.append(
+            f"statement {_quote(statement_raw)} is not one of income, balance, cashflow"
+        )
+    if line_item is None:
+        problems.append(
+            f"line_item {_quote(item_raw)} must be 1-64 letters, digits, '_', '-' or spaces"
+        )
+    if amount is None:
+        problems.append(
+            f"amount {_quote(amount_raw)} is not a plain decimal "
+            "(up to 18 digits and 6 decimals, no thousands separators or exponent)"
+        )
+    if currency_raw not in CURRENCIES:
+        hint = " (use upper case)" if currency_raw.upper() in CURRENCIES else ""
+        problems.append(f"currency {_quote(currency_raw)} is not an ISO 4217 code{hint}")
+    if problems or period is None or line_item is None or amount is None:
+        return "; ".join(problems)
+    return FinancialRow(period, statement, line_item, amount, currency_raw)
+
+
+def _quote(value: str) -> str:
+    # Reasons travel in events; a 256-character cell is already in `raw`.
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def _looks_like_formula(cell: str) -> bool:
+    return _FORMULA_RE.match(cell) is not None
+
+
+def _parse_period(text: str) -> str | None:
+    match = _PERIOD_RE.fullmatch(text)
+    if match is None:
+        return None
+    year, month, quarter = match.groups()
+    return f"{year}-{month}" if month else f"{year}-Q{quarter}"
+
+
+def _parse_line_item(text: str) -> str | None:
+    if not _LINE_ITEM_RE.fullmatch(text):
+        return None
+    name = _SEPARATORS_RE.sub("_", text.lower()).strip("_")
+    return name or None
+
+
+def _parse_amount(text: str) -> Decimal | None:
+    if not _AMOUNT_RE.fullmatch(text):
+        return None
+    amount = Decimal(text)
+    # "-0" and "-0.00" would otherwise print with a sign in reports.
+    return abs(amount) if amount.is_zero() else amount

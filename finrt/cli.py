@@ -1,0 +1,143 @@
+"""The ``finrt`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="FinVision Realtime: live dashboard events and notifications.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from finrt.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            typer.echo(f"configuration error: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run the API server (uvicorn)."""
+    import uvicorn
+
+    from finrt.logs import log_config
+
+    s = _settings()
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=log_config(s.log_level, s.log_json),
+        timeout_graceful_shutdown=5,
+        backlog=4096,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic)."""
+    from models.migrate import upgrade
+
+    s = _settings()
+    try:
+        upgrade(s.database_url)
+    except Exception as exc:
+        raise _fail(f"migration failed: {exc}") from None
+    typer.echo("database is up to date")
+
+
+@app.command()
+def token(
+    user_id: Annotated[str, typer.Argument(help="the token's subject")],
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds", min=1)] = 3600,
+    scope: Annotated[str, typer.Option(help="space-separated scopes, e.g. publish")] = "",
+) -> None:
+    """Print a signed JWT for USER_ID."""
+    from api.auth import issue_token
+
+    s = _settings()
+    try:
+        typer.echo(
+            issue_token(user_id, s.jwt_secret, s.jwt_algorithm, ttl_seconds=ttl, scopes=scope)
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@app.command()
+def publish(
+    channel: Annotated[str, typer.Argument(help="user:<id> or file:<id>")],
+    type: Annotated[str, typer.Argument(help="event type, e.g. metric_update")],
+    data: Annotated[str, typer.Argument(help="the event's data as JSON")],
+    key: Annotated[str | None, typer.Option(help="conflation key")] = None,
+) -> None:
+    """Publish one event and print its id."""
+    import redis
+
+    from streams.envelope import InvalidEvent
+    from streams.publish import publish as do_publish
+
+    _settings()
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"DATA is not JSON: {exc}", 2) from None
+    try:
+        typer.echo(do_publish(channel, type, payload, key))
+    except InvalidEvent as exc:
+        raise _fail(str(exc), 2) from None
+    except redis.RedisError as exc:
+        raise _fail(f"Redis is not reachable: {exc}") from None
+
+
+@app.command()
+def tail(
+    channel: Annotated[str, typer.Argument(help="user:<id> or file:<id>")],
+    from_id: Annotated[
+        str | None, typer.Option("--from", help="print history after this id first")
+    ] = None,
+) -> None:
+    """Print a channel's events as they arrive (one envelope per line)."""
+    from finrt.tail import run_tail
+
+    s = _settings()
+    try:
+        asyncio.run(run_tail(s, channel, from_id))
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    except (OSError, ConnectionError, RuntimeError) as exc:
+        raise _fail(f"Redis is not reachable: {exc}") from None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

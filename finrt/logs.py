@@ -1,0 +1,77 @@
+"""Logging: tokens and tickets never reach a log line; optional JSON lines with a request id."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from typing import Any
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+_SECRETS = re.compile(
+    r"(?i)(access_token=|ticket=|token=|bearer\s+)[^\s&\"',;]+"
+    r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+)
+
+
+def redact(text: str) -> str:
+    """Replace token values (query parameters, bearer headers, bare JWTs) with ``***``."""
+    return _SECRETS.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Applied to every handler: formats the record once, then redacts the result."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            doc["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(doc)
+
+
+def log_config(level: str = "INFO", json_lines: bool = False) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict (also handed to uvicorn as its log_config)."""
+    formatter = (
+        {"()": "finrt.logs.JsonFormatter"}
+        if json_lines
+        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "finrt.logs.RedactingFilter"}},
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["redact"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "": {"handlers": ["default"], "level": level},
+            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.error": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": ["default"], "level": level, "propagate": False},
+            "celery": {"handlers": ["default"], "level": level, "propagate": False},
+        },
+    }

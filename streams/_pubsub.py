@@ -1,0 +1,139 @@
+"""One raw RESP connection that only subscribes: the hub's single link to Redis pub/sub.
+
+Written on a bare asyncio Protocol with hiredis' parser rather than redis-py's PubSub because
+the hub needs three things that object hides: every message that arrived in one socket read,
+handed over as one batch (so one flush serves them all); the subscribe confirmations, in order
+(a channel's history may only be read once its subscription is live); and a clear "connection
+lost" signal to drive its own reconnect and gap filling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from urllib.parse import unquote, urlparse
+
+import hiredis
+
+OnMessage = Callable[[bytes, bytes], None]
+OnConfirm = Callable[[bytes, bytes], None]
+OnBatchEnd = Callable[[], None]
+
+
+def encode_command(*parts: str | bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else part
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+class SubscriberProtocol(asyncio.Protocol):
+    def __init__(self, on_message: OnMessage, on_confirm: OnConfirm, on_batch_end: OnBatchEnd):
+        self._reader = hiredis.Reader()
+        self._on_message, self._on_confirm, self._on_batch_end = (
+            on_message,
+            on_confirm,
+            on_batch_end,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._replies: asyncio.Queue[object] = asyncio.Queue()
+        self.handshaking = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        got_message = False
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(exc)
+                return
+            if reply is False:
+                break
+            if self.handshaking:
+                self._replies.put_nowait(reply)
+                continue
+            if isinstance(reply, list) and len(reply) == 3:
+                kind = reply[0]
+                if kind == b"message":
+                    self._on_message(reply[1], reply[2])
+                    got_message = True
+                elif kind in (b"subscribe", b"unsubscribe"):
+                    self._on_confirm(kind, reply[1])
+            elif isinstance(reply, hiredis.ReplyError):
+                self._fail(reply)
+                return
+        if got_message:
+            self._on_batch_end()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    async def call(self, *parts: str | bytes) -> object:
+        """A command during the handshake (AUTH, CLIENT SETNAME), before any SUBSCRIBE."""
+        assert self.transport is not None
+        self.transport.write(encode_command(*parts))
+        reply = await self._replies.get()
+        if isinstance(reply, hiredis.ReplyError):
+            raise ConnectionError(f"Redis refused {parts[0]!r}: {reply}")
+        return reply
+
+    def write(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(payload)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_subscriber(
+    url: str,
+    on_message: OnMessage,
+    on_confirm: OnConfirm,
+    on_batch_end: OnBatchEnd,
+    *,
+    client_name: str = "finrt-hub",
+    timeout: float = 5.0,
+) -> SubscriberProtocol:
+    """Connect to the Redis at ``url`` (redis:// or rediss://), authenticate, name the client."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise ValueError(f"unsupported Redis URL scheme: {parsed.scheme!r}")
+    loop = asyncio.get_running_loop()
+    ctx = ssl.create_default_context() if parsed.scheme == "rediss" else None
+    _, protocol = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: SubscriberProtocol(on_message, on_confirm, on_batch_end),
+            parsed.hostname or "127.0.0.1",
+            parsed.port or 6379,
+            ssl=ctx,
+        ),
+        timeout,
+    )
+    try:
+        if parsed.password:
+            user = unquote(parsed.username) if parsed.username else None
+            password = unquote(parsed.password)
+            args = ("AUTH", user, password) if user else ("AUTH", password)
+            await asyncio.wait_for(protocol.call(*args), timeout)
+        await asyncio.wait_for(protocol.call("CLIENT", "SETNAME", client_name), timeout)
+    except BaseException:
+        protocol.close()
+        raise
+    protocol.handshaking = False
+    return protocol

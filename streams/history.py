@@ -1,0 +1,134 @@
+"""Reading a channel's history (its capped Redis Stream) and deciding how a client resumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streams.envelope import Event, StreamId, format_id, join_envelope, parse_id
+from streams.keys import history_key
+
+PAGE = 500
+
+
+def event_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    tail = fields.get(b"e", fields.get("e", b""))
+    if isinstance(tail, str):
+        tail = tail.encode()
+    return Event.from_envelope(join_envelope(event_id, tail))
+
+
+# A channel's stream always holds at least one entry: the first subscriber to a channel that has
+# none creates it with a marker entry (field "m", not an event, never delivered). So every
+# position a client is ever given is a real stream id, and a stream that vanished (a Redis
+# without persistence restarted, or the idle TTL passed) is told apart from one never used.
+BOUNDS_LUA = """
+local existed = redis.call('EXISTS', KEYS[1])
+if existed == 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', '1')
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+return {existed, first[1][1], last[1][1]}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a channel's history holds: its oldest and newest ids, and whether it existed
+    before this read (if not, it was just created with a marker)."""
+
+    existed: bool
+    first: StreamId
+    head: StreamId
+
+
+class HistoryReader:
+    """History reads for one Redis and key prefix."""
+
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, *, maxlen: int, ttl_seconds: int
+    ) -> None:
+        self.client, self.prefix, self.maxlen, self.ttl = client, prefix, maxlen, ttl_seconds
+        self._bounds = client.register_script(BOUNDS_LUA)
+
+    async def bounds(self, channel: str) -> Bounds:
+        existed, first, head = await self._bounds(
+            keys=[history_key(self.prefix, channel)], args=[self.maxlen, self.ttl]
+        )
+        return Bounds(bool(existed), parse_id(_decode(first)), parse_id(_decode(head)))
+
+    async def read_page(self, channel: str, after: StreamId, count: int = PAGE) -> Page:
+        """The next ``count`` entries after ``after``, markers dropped, oldest first."""
+        entries: list[tuple[Any, dict[Any, Any]]] = await self.client.xrange(
+            history_key(self.prefix, channel), f"({format_id(after)}", "+", count=count
+        )  # type: ignore[assignment]
+        last = parse_id(_decode(entries[-1][0])) if entries else after
+        events = [event_from_entry(eid, f) for eid, f in entries if b"e" in f or "e" in f]
+        return Page(events, last, len(entries) == count)
+
+    async def read_latest(self, channel: str, count: int) -> list[Event]:
+        """The newest ``count`` events, oldest first."""
+        entries: list[tuple[Any, dict[Any, Any]]] = await self.client.xrevrange(
+            history_key(self.prefix, channel), "+", "-", count=count
+        )  # type: ignore[assignment]
+        return [event_from_entry(i, f) for i, f in reversed(entries) if b"e" in f or "e" in f]
+
+    async def read_range(
+        self, channel: str, after: StreamId, until: StreamId, *, page: int = PAGE
+    ) -> list[Event]:
+        """Every event with ``after < id <= until``, oldest first."""
+        out: list[Event] = []
+        cursor = after
+        while cursor < until:
+            got = await self.read_page(channel, cursor, page)
+            out.extend(e for e in got.events if e.sid <= until)
+            if not got.more:
+                break
+            cursor = got.last
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Event]
+    last: StreamId  # the last entry id read (markers included): where the next page starts
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """``reset``: why the client must refetch its snapshot (None: no reset). ``replay``: read
+    history after ``position`` before going live. ``position``: the id the client is at."""
+
+    reset: str | None
+    replay: bool
+    position: StreamId
+
+
+def plan_resume(last: StreamId | None, bounds: Bounds) -> ResumePlan:
+    """How a client that last saw ``last`` catches up, given what history still holds.
+
+    History reaches back far enough only when ``last`` lies within [first, head]. Anything
+    else (trimmed, lost with a non-persistent Redis, or an id from nowhere) is a ``reset``:
+    the client refetches its snapshot and continues from the newest event. Never a silent gap.
+    """
+    head = bounds.head
+    if last is None:
+        return ResumePlan(None, False, head)
+    if not bounds.existed:
+        return ResumePlan("history_lost", False, head)
+    if last < bounds.first:
+        return ResumePlan("history_trimmed", False, head)
+    if last > head:
+        return ResumePlan("unknown_position", False, head)
+    return ResumePlan(None, last < head, last)
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,504 @@
+"""The hub: one Redis subscription connection per process, fanned out to every local stream.
+
+Path of a live event: Redis pub/sub -> :class:`SubscriberProtocol` (all messages of one socket
+read) -> :meth:`Hub._on_message` (parse once, route by channel, skip duplicates) ->
+:meth:`Subscriber.offer` (queue a reference) -> one flush per batch that writes each dirty
+connection's queue as one chunk. Under load the flush waits a little (never more than
+``coalesce_ms``) so that one write carries many events: per connection, the kernel ``write`` is
+the cost that dominates fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
+from streams.envelope import Event, StreamId, control_envelope, format_id
+from streams.history import PAGE, HistoryReader, plan_resume
+from streams.keys import channel_from_pubsub, pubsub_channel
+from streams.subscriber import PING, WS, Subscriber, sse_body
+
+log = logging.getLogger("finrt.hub")
+
+
+class HubUnavailable(RuntimeError):
+    """Redis cannot be reached: streams cannot start."""
+
+
+class TooManyStreams(RuntimeError):
+    """The user already has the maximum number of open streams on this process."""
+
+
+class _Channel:
+    __slots__ = ("filling", "held", "idle_since", "last", "pending_subs", "ready", "subscribers")
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.pending_subs = 0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last: StreamId | None = None  # newest id delivered live on this channel
+        self.filling = False  # a reconnect is filling this channel's gap from history
+        self.held: list[Event] = []
+        self.idle_since: float | None = None
+
+
+class Stats:
+    """Counters read by the metrics endpoint; plain ints so the hot path stays cheap."""
+
+    __slots__ = (
+        "closed",
+        "deliveries",
+        "events_in",
+        "flushes",
+        "reconnects",
+        "resets",
+        "resumes",
+        "slow_closed",
+    )
+
+    def __init__(self) -> None:
+        self.events_in = self.deliveries = self.flushes = 0
+        self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
+
+
+class Hub:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        client: aioredis.Redis,
+        *,
+        history_maxlen: int = 1000,
+        history_ttl_seconds: int = 0,
+        client_buffer: int = 1000,
+        ping_seconds: float = 15.0,
+        retry_ms: int = 2000,
+        coalesce_ms: float = 20.0,
+        max_streams_per_user: int = 20,
+        linger_seconds: float = 5.0,
+    ) -> None:
+        self.redis_url, self.prefix, self.client = redis_url, prefix, client
+        self.history = HistoryReader(
+            client, prefix, maxlen=history_maxlen, ttl_seconds=history_ttl_seconds
+        )
+        self.client_buffer = client_buffer
+        self.ping_seconds = ping_seconds
+        self.retry_ms = retry_ms
+        self.max_coalesce = coalesce_ms / 1000
+        self.max_streams_per_user = max_streams_per_user
+        self.linger = linger_seconds
+        self.stats = Stats()
+        self._channels: dict[str, _Channel] = {}
+        self._per_user: defaultdict[str, int] = defaultdict(int)
+        self._subscribers: set[Subscriber] = set()
+        self._dirty: set[Subscriber] = set()
+        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._last_flush_end = 0.0
+        self._last_flush_cost = 0.0
+        self._conn: SubscriberProtocol | None = None
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._keep_connected(), name="hub-redis"),
+            asyncio.create_task(self._tick(), name="hub-tick"),
+        ]
+
+    async def stop(self, final: bytes | None = None) -> None:
+        """Close every stream (each gets ``final``, e.g. a retry hint) and the Redis link."""
+        self._stopping = True
+        for sub in list(self._subscribers):
+            sub.close("shutdown", final if sub.kind != WS else None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._conn is not None:
+            self._conn.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._subscribers)
+
+    def streams_by_kind(self) -> dict[str, int]:
+        counts = {"sse": 0, "websocket": 0}
+        for sub in self._subscribers:
+            counts["websocket" if sub.kind == WS else "sse"] += 1
+        return counts
+
+    @property
+    def subscribed_channels(self) -> int:
+        return len(self._channels)
+
+    # -- joining and leaving ------------------------------------------------------------------
+
+    def new_subscriber(self, user_id: str, channels: list[str], kind: int) -> Subscriber:
+        """Register a connection (counts against the user's stream limit)."""
+        if self._per_user[user_id] >= self.max_streams_per_user:
+            raise TooManyStreams(
+                f"at most {self.max_streams_per_user} open streams per user on this server"
+            )
+        sub = Subscriber(user_id, channels, kind, self.client_buffer)
+        sub.on_finish = self._on_finish
+        self._per_user[user_id] += 1
+        self._subscribers.add(sub)
+        return sub
+
+    async def join(self, sub: Subscriber, channels: list[str], timeout: float = 5.0) -> None:
+        """Subscribe ``sub`` to ``channels`` once their live Redis subscription stands.
+
+        ``sub`` joins each channel's fan-out only after that, so anything it is offered from
+        then on was published after the subscription was live, and history covers the rest.
+        """
+        waits = []
+        for name in channels:
+            ch = self._channels.get(name)
+            if ch is None:
+                ch = self._channels[name] = _Channel()
+                self._subscribe(name, ch)
+            ch.idle_since = None
+            waits.append(ch.ready)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), timeout)
+        except TimeoutError as exc:
+            raise HubUnavailable("Redis is not reachable") from exc
+        for name in channels:
+            sub.positions.setdefault(name, (0, 0))
+            if sub.written is not None:
+                sub.written.setdefault(name, (0, 0))
+            ch = self._channels.get(name)
+            if ch is None:  # unsubscribed meanwhile (idle); subscribe again
+                return await self.join(sub, channels, timeout)
+            ch.subscribers.add(sub)
+            ch.idle_since = None
+
+    def leave(self, sub: Subscriber, channels: list[str] | None = None) -> None:
+        names = list(sub.positions) if channels is None else channels
+        now = time.monotonic()
+        for name in names:
+            ch = self._channels.get(name)
+            if ch is not None:
+                ch.subscribers.discard(sub)
+                if not ch.subscribers:
+                    ch.idle_since = now
+            if channels is not None:
+                sub.positions.pop(name, None)
+
+    def release(self, sub: Subscriber) -> None:
+        """The connection is gone: forget it everywhere."""
+        sub.finished = True
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self._per_user[sub.user_id] -= 1
+            if self._per_user[sub.user_id] <= 0:
+                del self._per_user[sub.user_id]
+        self.leave(sub)
+        self._dirty.discard(sub)
+        if sub.expire_handle is not None:
+            sub.expire_handle.cancel()
+
+    def _on_finish(self, sub: Subscriber, reason: str) -> None:
+        if reason == "slow":
+            self.stats.slow_closed += 1
+        self.stats.closed += 1
+        self.release(sub)
+
+    def _subscribe(self, name: str, ch: _Channel) -> None:
+        if ch.ready.done():
+            ch.ready = asyncio.get_running_loop().create_future()
+        if self._conn is not None and self.connected:
+            ch.pending_subs += 1
+            self._conn.write(encode_command("SUBSCRIBE", pubsub_channel(self.prefix, name)))
+
+    # -- catching up ---------------------------------------------------------------------------
+
+    async def catch_up(
+        self,
+        sub: Subscriber,
+        last: dict[str, StreamId | None],
+        channels: list[str] | None = None,
+        *,
+        preamble: bool = False,
+    ) -> None:
+        """Bring a joined subscriber from ``last`` (per channel; None: from now) to live.
+
+        Its live subscription already stands, so live events are held meanwhile; history is
+        written page by page (awaiting the socket), then the held events minus duplicates.
+        With ``preamble`` (SSE) the stream first gets its retry hint and, when the client gave
+        no position, the position it starts at, so that its reconnect misses nothing.
+        """
+        assert sub.send is not None
+        names = list(sub.positions) if channels is None else channels
+        plans = []
+        for name in names:
+            bounds = await self.history.bounds(name)
+            plan = plan_resume(last.get(name), bounds)
+            sub.positions[name] = plan.position
+            if sub.written is not None:
+                sub.written[name] = plan.position
+            plans.append((name, bounds, plan))
+        if preamble:
+            announce = any(last.get(name) is None for name in names)
+            await sub.write_now([self.preamble(sub, announce)])
+        for name, bounds, plan in plans:
+            if plan.reset is not None:
+                self.stats.resets += 1
+                await sub.write_now([self._reset_frame(sub, name, plan.reset)])
+            if not plan.replay:
+                continue
+            self.stats.resumes += 1
+            after = plan.position
+            while after < bounds.head:
+                page = await self.history.read_page(name, after, PAGE)
+                events = [e for e in page.events if e.sid <= bounds.head]
+                if events:
+                    sub.positions[name] = events[-1].sid
+                    await sub.write_now(list(events))
+                    self.stats.deliveries += len(events)
+                if not page.more:
+                    break
+                after = page.last
+        sub.go_live()
+        self.mark(sub)
+
+    def preamble(self, sub: Subscriber, announce_position: bool) -> bytes:
+        """The first bytes of an SSE stream: the reconnect hint and, for a client that gave
+        no position, the position it starts at (so its reconnect misses nothing)."""
+        lines = [b"retry: %d\n" % self.retry_ms]
+        if announce_position:
+            lines.append(b"id: " + sub.cursor().encode() + b"\n")
+        return b"".join(lines) + b"\n"
+
+    def _reset_frame(self, sub: Subscriber, channel: str, reason: str) -> bytes:
+        cursor = sub.cursor()
+        envelope = control_envelope(
+            "reset",
+            channel,
+            cursor,
+            {"reason": reason, "position": format_id(sub.positions[channel])},
+        )
+        if sub.kind == WS:
+            return envelope
+        return b"id: " + cursor.encode() + b"\nevent: reset\ndata: " + envelope + b"\n\n"
+
+    def control_frame(self, sub: Subscriber, event_type: str, data: dict[str, Any]) -> bytes:
+        """A control event for one connection that leaves its position unchanged."""
+        channels = list(sub.positions)
+        envelope = control_envelope(
+            event_type, channels[0] if len(channels) == 1 else None, sub.cursor(), data
+        )
+        if sub.kind == WS:
+            return envelope
+        return b"event: " + event_type.encode() + b"\ndata: " + envelope + b"\n\n"
+
+    def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
+        sub.positions[channel] = position
+        if sub.written is not None:
+            sub.written[channel] = position
+        self.stats.resets += 1
+        sub.queue_raw(self._reset_frame(sub, channel, reason))
+        self.mark(sub)
+
+    # -- live delivery --------------------------------------------------------------------------
+
+    def _on_message(self, name: bytes, payload: bytes) -> None:
+        try:
+            event = Event.from_envelope(payload)
+        except Exception:
+            log.warning("dropped a malformed message on %r", name[:80])
+            return
+        self.stats.events_in += 1
+        ch = self._channels.get(event.channel)
+        if ch is None:
+            return
+        if ch.filling:
+            ch.held.append(event)
+            return
+        self._deliver(ch, event)
+
+    def _deliver(self, ch: _Channel, event: Event) -> None:
+        if ch.last is not None and event.sid <= ch.last:
+            return
+        ch.last = event.sid
+        dirty = self._dirty
+        for sub in ch.subscribers:
+            if sub.offer(event):
+                dirty.add(sub)
+
+    def mark(self, sub: Subscriber) -> None:
+        self._dirty.add(sub)
+        self._schedule_flush()
+
+    def _on_batch_end(self) -> None:
+        if self._dirty:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        # The window opens only when flushing is costly: wait at most as long as the last flush
+        # took (so writes use at most about half the time), capped at coalesce_ms.
+        delay = min(self._last_flush_cost, self.max_coalesce)
+        due = self._last_flush_end + delay
+        if due <= loop.time():
+            self._flush_handle = loop.call_soon(self._flush)
+        else:
+            self._flush_handle = loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        dirty, self._dirty = self._dirty, set()
+        delivered = 0
+        for sub in dirty:
+            delivered += len(sub.pending)
+            sub.flush()
+        self.stats.deliveries += delivered
+        self.stats.flushes += 1
+        end = loop.time()
+        self._last_flush_end = end
+        self._last_flush_cost = end - started
+
+    # -- the Redis link ------------------------------------------------------------------------
+
+    def _on_confirm(self, kind: bytes, name: bytes) -> None:
+        if kind != b"subscribe":
+            return
+        ch = self._channels.get(channel_from_pubsub(self.prefix, name.decode()))
+        if ch is None:
+            return
+        ch.pending_subs -= 1
+        if ch.pending_subs <= 0:
+            ch.pending_subs = 0
+            if not ch.ready.done():
+                ch.ready.set_result(None)
+
+    async def _keep_connected(self) -> None:
+        delay = 0.05
+        first = True
+        while not self._stopping:
+            try:
+                conn = await open_subscriber(
+                    self.redis_url, self._on_message, self._on_confirm, self._on_batch_end
+                )
+            except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
+                log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            self._conn = conn
+            if not first:
+                self.stats.reconnects += 1
+                log.info("Redis pub/sub reconnected; filling gaps from history")
+            await self._resubscribe_all(conn, refill=not first)
+            first = False
+            self._connected.set()
+            await conn.lost
+            self._connected.clear()
+            self._conn = None
+            if not self._stopping:
+                log.warning("Redis pub/sub connection lost; reconnecting")
+                for ch in self._channels.values():
+                    if ch.ready.done():
+                        ch.ready = asyncio.get_running_loop().create_future()
+                    ch.pending_subs = 0
+
+    async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
+        names = list(self._channels)
+        if not names:
+            return
+        for name in names:
+            ch = self._channels[name]
+            ch.pending_subs += 1
+            ch.filling = refill
+        conn.write(encode_command("SUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names)))
+        if refill:
+            self._tasks.append(asyncio.create_task(self._refill(names)))
+
+    async def _refill(self, names: list[str]) -> None:
+        """After a reconnect: deliver what was published while the link was down."""
+        for name in names:
+            ch = self._channels.get(name)
+            if ch is None or not ch.filling:
+                continue
+            try:
+                await ch.ready
+                await self._refill_channel(name, ch)
+            except Exception:
+                log.exception("refilling %s from history failed", name)
+            finally:
+                ch.filling = False
+                held, ch.held = ch.held, []
+                for event in held:
+                    self._deliver(ch, event)
+                self._schedule_flush()
+
+    async def _refill_channel(self, name: str, ch: _Channel) -> None:
+        live = [sub.positions[name] for sub in ch.subscribers if sub.live]
+        if not live:
+            return
+        start = min(live)
+        bounds = await self.history.bounds(name)
+        plan = plan_resume(start, bounds)
+        if plan.reset is not None:
+            ch.last = plan.position
+            for sub in list(ch.subscribers):
+                if sub.live:
+                    self.reset(sub, name, plan.reset, plan.position)
+            return
+        events = await self.history.read_range(name, start, bounds.head)
+        for event in events:
+            self._deliver(ch, event)
+
+    async def _tick(self) -> None:
+        """Once per ping interval: keep-alive comments, and unsubscribe channels left idle."""
+        interval = min(self.ping_seconds, self.linger)
+        next_ping = time.monotonic() + self.ping_seconds
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now >= next_ping:
+                next_ping = now + self.ping_seconds
+                for sub in self._subscribers:
+                    if sub.live and sub.kind != WS and not sub.pending:
+                        sub.queue_raw(PING)
+                        self._dirty.add(sub)
+                self._schedule_flush()
+            idle = [
+                n
+                for n, ch in self._channels.items()
+                if not ch.subscribers
+                and ch.idle_since is not None
+                and now - ch.idle_since >= self.linger
+            ]
+            if idle:
+                for n in idle:
+                    del self._channels[n]
+                if self._conn is not None and self.connected:
+                    self._conn.write(
+                        encode_command(
+                            "UNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in idle)
+                        )
+                    )
+
+
+__all__ = ["Hub", "HubUnavailable", "TooManyStreams", "sse_body"]

@@ -1,0 +1,27 @@
+"""Redis names for a channel, all in one place.
+
+A channel's keys carry the channel in a hash tag (``{file:7}``) so that on a Redis Cluster its
+history stream and its pub/sub wake-ups land on one shard.
+"""
+
+from __future__ import annotations
+
+
+def pubsub_channel(prefix: str, channel: str) -> str:
+    """The Redis pub/sub channel that carries a channel's live events (payload: envelope JSON)."""
+    return f"{prefix}:{{{channel}}}"
+
+
+def history_key(prefix: str, channel: str) -> str:
+    """The capped Redis Stream that keeps a channel's recent events; stream id = event id."""
+    return f"{prefix}:{{{channel}}}:h"
+
+
+def channel_from_pubsub(prefix: str, name: str) -> str:
+    """Inverse of :func:`pubsub_channel`."""
+    return name[len(prefix) + 2 : -1]
+
+
+def ticket_key(prefix: str, ticket: str) -> str:
+    """A single-use stream ticket; value: JSON ``{"sub", "exp"}``; TTL: the ticket's life."""
+    return f"{prefix}:ticket:{ticket}"

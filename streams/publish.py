@@ -1,0 +1,159 @@
+"""Publishing: one atomic round trip appends an event to its channel's capped history and wakes
+every live subscriber.
+
+The Lua script runs ``XADD`` (the stream id becomes the event id), builds the envelope around
+that id and ``PUBLISH``es it, so history and live delivery can never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from streams.envelope import (
+    KEY_RE,
+    InvalidEvent,
+    check_channel,
+    check_type,
+    envelope_tail,
+    utc_now_iso,
+)
+from streams.keys import history_key, pubsub_channel
+
+# KEYS[1]: history stream. ARGV: pub/sub channel, MAXLEN, envelope tail, TTL seconds (0: none).
+PUBLISH_LUA = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '"' .. ARGV[3])
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return id
+"""
+
+
+def _prepare(
+    prefix: str,
+    channel: str,
+    event_type: str,
+    data: Any,
+    key: str | None,
+    maxlen: int,
+    ttl: int,
+    max_bytes: int,
+) -> tuple[list[str], list[Any]]:
+    check_channel(channel)
+    check_type(event_type)
+    if key is not None and not KEY_RE.match(key):
+        raise InvalidEvent("key must be 1-128 of letters, digits and _.:@/-")
+    tail = envelope_tail(channel, event_type, data, key, utc_now_iso(), max_bytes)
+    return [history_key(prefix, channel)], [pubsub_channel(prefix, channel), maxlen, tail, ttl]
+
+
+class Publisher:
+    """Blocking publisher, for Celery tasks, scripts and the CLI."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        maxlen: int = 1000,
+        ttl_seconds: int = 0,
+        max_bytes: int = 64 * 1024,
+    ) -> None:
+        self._script = client.register_script(PUBLISH_LUA)
+        self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
+
+    def publish(self, channel: str, event_type: str, data: Any, key: str | None = None) -> str:
+        keys, args = _prepare(
+            self.prefix, channel, event_type, data, key, self.maxlen, self.ttl, self.max_bytes
+        )
+        event_id = self._script(keys=keys, args=args)
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+class AsyncPublisher:
+    """The async twin of :class:`Publisher`, for the API process."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        *,
+        maxlen: int = 1000,
+        ttl_seconds: int = 0,
+        max_bytes: int = 64 * 1024,
+    ) -> None:
+        self._script = client.register_script(PUBLISH_LUA)
+        self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
+
+    async def publish(
+        self, channel: str, event_type: str, data: Any, key: str | None = None
+    ) -> str:
+        keys, args = _prepare(
+            self.prefix, channel, event_type, data, key, self.maxlen, self.ttl, self.max_bytes
+        )
+        event_id = await self._script(keys=keys, args=args)
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+_sync_lock = threading.Lock()
+_sync_default: Publisher | None = None
+_async_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPublisher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_publisher() -> Publisher:
+    """The process's blocking publisher, built from settings on first use."""
+    global _sync_default
+    from finrt.settings import get_settings
+
+    with _sync_lock:
+        if _sync_default is None:
+            s = get_settings()
+            client = redis.Redis.from_url(
+                s.redis_url, socket_timeout=5, socket_connect_timeout=5, retry_on_timeout=True
+            )
+            _sync_default = Publisher(
+                client,
+                s.redis_prefix,
+                maxlen=s.history_maxlen,
+                ttl_seconds=s.history_ttl_seconds,
+                max_bytes=s.max_event_bytes,
+            )
+        return _sync_default
+
+
+def default_async_publisher() -> AsyncPublisher:
+    """The running event loop's async publisher (redis.asyncio clients belong to one loop)."""
+    from finrt.settings import get_settings
+
+    loop = asyncio.get_running_loop()
+    pub = _async_defaults.get(loop)
+    if pub is None:
+        s = get_settings()
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=5)
+        pub = AsyncPublisher(
+            client,
+            s.redis_prefix,
+            maxlen=s.history_maxlen,
+            ttl_seconds=s.history_ttl_seconds,
+            max_bytes=s.max_event_bytes,
+        )
+        _async_defaults[loop] = pub
+    return pub
+
+
+def publish(channel: str, type: str, data: Any, key: str | None = None) -> str:
+    """Publish one event and return its id (blocking)."""
+    return default_publisher().publish(channel, type, data, key)
+
+
+async def apublish(channel: str, type: str, data: Any, key: str | None = None) -> str:
+    """Publish one event and return its id."""
+    return await default_async_publisher().publish(channel, type, data, key)
