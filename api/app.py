@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from sse_starlette.sse import EventSourceResponse
 
 from api import ws
-from api.routes import events, health, streams
+from api.routes import events, files, health, notifications, reports, streams
 from api.state import AppState
 from finrt.logs import request_id
 from finrt.settings import Settings, get_settings
@@ -103,5 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(events.router)
+    app.include_router(notifications.router)
+    app.include_router(files.router)
+    app.include_router(reports.router)
     app.include_router(ws.router)
     return app

@@ -129,6 +129,8 @@ class Target:
             "--http",
             "httptools",
             "--no-access-log",
+            "--backlog",
+            "4096",
             "--log-level",
             "warning",
         ]

@@ -136,6 +136,52 @@ def tail(
         raise _fail(f"Redis is not reachable: {exc}") from None
 
 
+@app.command()
+def notify(
+    user_id: Annotated[str, typer.Argument(help="who receives it")],
+    type: Annotated[str, typer.Option("--type", help="e.g. system_update")],
+    title: Annotated[str, typer.Option(help="short title")],
+    message: Annotated[str, typer.Option(help="the text")],
+    priority: Annotated[str, typer.Option(help="low, normal, high or urgent")] = "normal",
+    dedupe_key: Annotated[str | None, typer.Option(help="create it only once for this key")] = None,
+) -> None:
+    """Create a notification for USER_ID (stored, then sent to its open streams)."""
+    from api.auth import SUB_RE
+    from models import session_scope
+    from services.notifications import create_notification
+
+    s = _settings()
+    if not SUB_RE.match(user_id):
+        raise _fail("user id must be 1-64 of letters, digits and _.@-", 2)
+    try:
+        with session_scope(s.database_url) as session:
+            n = create_notification(
+                session, user_id, type, title, message, priority=priority, dedupe_key=dedupe_key
+            )
+            ident = n.id
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(ident)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker (extra arguments go to celery)."""
+    from workers.cli import run_worker
+
+    _settings()
+    run_worker(list(ctx.args))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def beat(ctx: typer.Context) -> None:
+    """Run the Celery beat scheduler (extra arguments go to celery)."""
+    from workers.cli import run_beat
+
+    _settings()
+    run_beat(list(ctx.args))
+
+
 def main() -> None:
     try:
         app()

@@ -2,6 +2,18 @@
 
 from models.base import Base
 from models.db import engine_for, session_scope
+from models.notifications import Notification
+from models.outbox import OutboxEvent, enqueue
 from models.users import File, FileMember, User
 
-__all__ = ["Base", "File", "FileMember", "User", "engine_for", "session_scope"]
+__all__ = [
+    "Base",
+    "File",
+    "FileMember",
+    "Notification",
+    "OutboxEvent",
+    "User",
+    "engine_for",
+    "enqueue",
+    "session_scope",
+]

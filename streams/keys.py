@@ -25,3 +25,8 @@ def channel_from_pubsub(prefix: str, name: str) -> str:
 def ticket_key(prefix: str, ticket: str) -> str:
     """A single-use stream ticket; value: JSON ``{"sub", "exp"}``; TTL: the ticket's life."""
     return f"{prefix}:ticket:{ticket}"
+
+
+def dedupe_key(prefix: str, channel: str, token: str) -> str:
+    """Marks an idempotent publish as done; value: the event id; TTL: seven days."""
+    return f"{prefix}:{{{channel}}}:d:{token}"

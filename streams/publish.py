@@ -23,16 +23,24 @@ from streams.envelope import (
     envelope_tail,
     utc_now_iso,
 )
-from streams.keys import history_key, pubsub_channel
+from streams.keys import dedupe_key, history_key, pubsub_channel
 
-# KEYS[1]: history stream. ARGV: pub/sub channel, MAXLEN, envelope tail, TTL seconds (0: none).
+# KEYS[1]: history stream; KEYS[2] (optional): dedupe key. ARGV: pub/sub channel, MAXLEN,
+# envelope tail, TTL seconds (0: none), dedupe TTL seconds. With a dedupe key, publishing the
+# same event twice (an outbox row retried after a crash) returns the first id and does nothing.
 PUBLISH_LUA = """
+if KEYS[2] then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return prev end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
 redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '"' .. ARGV[3])
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if KEYS[2] then redis.call('SET', KEYS[2], id, 'EX', ARGV[5]) end
 return id
 """
+DEDUPE_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _prepare(
@@ -44,61 +52,82 @@ def _prepare(
     maxlen: int,
     ttl: int,
     max_bytes: int,
+    dedupe: str | None = None,
 ) -> tuple[list[str], list[Any]]:
     check_channel(channel)
     check_type(event_type)
     if key is not None and not KEY_RE.match(key):
         raise InvalidEvent("key must be 1-128 of letters, digits and _.:@/-")
     tail = envelope_tail(channel, event_type, data, key, utc_now_iso(), max_bytes)
-    return [history_key(prefix, channel)], [pubsub_channel(prefix, channel), maxlen, tail, ttl]
+    keys = [history_key(prefix, channel)]
+    if dedupe is not None:
+        keys.append(dedupe_key(prefix, channel, dedupe))
+    return keys, [pubsub_channel(prefix, channel), maxlen, tail, ttl, DEDUPE_TTL_SECONDS]
 
 
-class Publisher:
+class _Base:
+    def __init__(
+        self,
+        client: redis.Redis | aioredis.Redis,
+        prefix: str,
+        *,
+        maxlen: int = 1000,
+        ttl_seconds: int = 0,
+        max_bytes: int = 64 * 1024,
+    ) -> None:
+        self._script = client.register_script(PUBLISH_LUA)
+        self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
+
+    def _call(
+        self, channel: str, event_type: str, data: Any, key: str | None, dedupe: str | None
+    ) -> Any:
+        keys, args = _prepare(
+            self.prefix,
+            channel,
+            event_type,
+            data,
+            key,
+            self.maxlen,
+            self.ttl,
+            self.max_bytes,
+            dedupe,
+        )
+        return self._script(keys=keys, args=args)
+
+
+def _as_str(event_id: Any) -> str:
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+class Publisher(_Base):
     """Blocking publisher, for Celery tasks, scripts and the CLI."""
 
-    def __init__(
+    def publish(
         self,
-        client: redis.Redis,
-        prefix: str,
+        channel: str,
+        event_type: str,
+        data: Any,
+        key: str | None = None,
         *,
-        maxlen: int = 1000,
-        ttl_seconds: int = 0,
-        max_bytes: int = 64 * 1024,
-    ) -> None:
-        self._script = client.register_script(PUBLISH_LUA)
-        self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
-
-    def publish(self, channel: str, event_type: str, data: Any, key: str | None = None) -> str:
-        keys, args = _prepare(
-            self.prefix, channel, event_type, data, key, self.maxlen, self.ttl, self.max_bytes
-        )
-        event_id = self._script(keys=keys, args=args)
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        dedupe: str | None = None,
+    ) -> str:
+        """Publish; with ``dedupe``, a second publish of the same token returns the first id."""
+        return _as_str(self._call(channel, event_type, data, key, dedupe))
 
 
-class AsyncPublisher:
+class AsyncPublisher(_Base):
     """The async twin of :class:`Publisher`, for the API process."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        prefix: str,
-        *,
-        maxlen: int = 1000,
-        ttl_seconds: int = 0,
-        max_bytes: int = 64 * 1024,
-    ) -> None:
-        self._script = client.register_script(PUBLISH_LUA)
-        self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
-
     async def publish(
-        self, channel: str, event_type: str, data: Any, key: str | None = None
+        self,
+        channel: str,
+        event_type: str,
+        data: Any,
+        key: str | None = None,
+        *,
+        dedupe: str | None = None,
     ) -> str:
-        keys, args = _prepare(
-            self.prefix, channel, event_type, data, key, self.maxlen, self.ttl, self.max_bytes
-        )
-        event_id = await self._script(keys=keys, args=args)
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        return _as_str(await self._call(channel, event_type, data, key, dedupe))
 
 
 _sync_lock = threading.Lock()

@@ -1,0 +1,7 @@
+"""Notifications endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/v1", tags=["notifications"])

@@ -1,0 +1,50 @@
+"""Notifications: one user's inbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UTCDateTime, utcnow
+
+NOTIFICATION_TYPES = (
+    "report_ready",
+    "file_processed",
+    "error_alert",
+    "system_update",
+    "collaboration_invite",
+    "data_quality_issue",
+    "scheduled_report",
+)
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("user_id", "dedupe_key", name="uq_notifications_user_dedupe"),
+        # The inbox list: one user's visible notifications, newest first.
+        Index("ix_notifications_inbox", "user_id", "is_dismissed", "created_at"),
+        # The unread badge: one user's unread, visible notifications.
+        Index("ix_notifications_unread", "user_id", "is_read", "is_dismissed"),
+        Index("ix_notifications_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_dismissed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Producers pass a dedupe key (e.g. "report_ready:42") so a retried task notifies once.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
