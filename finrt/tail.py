@@ -50,7 +50,7 @@ async def run_tail(settings: Settings, channel: str, from_id: str | None) -> Non
         sub = hub.new_subscriber("tail", [channel], WS)
         sub.send = send
         await hub.join(sub, [channel])
-        await hub.catch_up(sub, {channel: last})
+        await hub.catch_up(sub, await hub.prepare(sub, {channel: last}))
         await done
     finally:
         await hub.stop()

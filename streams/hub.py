@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
 from streams.envelope import Event, StreamId, control_envelope, format_id
-from streams.history import PAGE, HistoryReader, plan_resume
+from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.subscriber import PING, WS, Subscriber, sse_body
 
@@ -228,33 +228,38 @@ class Hub:
 
     # -- catching up ---------------------------------------------------------------------------
 
-    async def catch_up(
-        self,
-        sub: Subscriber,
-        last: dict[str, StreamId | None],
-        channels: list[str] | None = None,
-        *,
-        preamble: bool = False,
-    ) -> None:
-        """Bring a joined subscriber from ``last`` (per channel; None: from now) to live.
+    async def prepare(
+        self, sub: Subscriber, last: dict[str, StreamId | None]
+    ) -> list[tuple[str, Bounds, ResumePlan]]:
+        """Fix where a joined subscriber starts in each channel, before anything is sent to it.
 
-        Its live subscription already stands, so live events are held meanwhile; history is
-        written page by page (awaiting the socket), then the held events minus duplicates.
-        With ``preamble`` (SSE) the stream first gets its retry hint and, when the client gave
-        no position, the position it starts at, so that its reconnect misses nothing.
+        Done before the response headers go out, so that every event published after the
+        client sees its stream open has an id above the position it starts from.
         """
-        assert sub.send is not None
-        names = list(sub.positions) if channels is None else channels
         plans = []
-        for name in names:
+        for name in list(sub.positions):
             bounds = await self.history.bounds(name)
             plan = plan_resume(last.get(name), bounds)
             sub.positions[name] = plan.position
             if sub.written is not None:
                 sub.written[name] = plan.position
             plans.append((name, bounds, plan))
+        return plans
+
+    async def catch_up(
+        self,
+        sub: Subscriber,
+        plans: list[tuple[str, Bounds, ResumePlan]],
+        *,
+        preamble: bool = False,
+        announce: bool = False,
+    ) -> None:
+        """Bring a prepared subscriber to live: resets, then history page by page (awaiting
+        the socket), then what was held meanwhile minus duplicates. With ``preamble`` (SSE) the
+        stream first gets its retry hint and, with ``announce``, its starting position, so
+        that a client that gave none can reconnect without missing anything."""
+        assert sub.send is not None
         if preamble:
-            announce = any(last.get(name) is None for name in names)
             await sub.write_now([self.preamble(sub, announce)])
         for name, bounds, plan in plans:
             if plan.reset is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from streams.envelope import StreamId
+from streams.history import Bounds, ResumePlan
 from streams.hub import Hub
 from streams.subscriber import Subscriber
 
@@ -33,8 +33,9 @@ class HubEventSourceResponse(EventSourceResponse):
         self,
         hub: Hub,
         sub: Subscriber,
-        last: dict[str, StreamId | None],
+        plans: list[tuple[str, Bounds, ResumePlan]],
         *,
+        announce: bool,
         expires_at: float | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -44,7 +45,7 @@ class HubEventSourceResponse(EventSourceResponse):
             ping=0,
             sep="\n",
         )
-        self.hub, self.sub, self.last = hub, sub, last
+        self.hub, self.sub, self.plans, self.announce = hub, sub, plans, announce
         self.expires_at = expires_at
         self.on_close = on_close
 
@@ -56,7 +57,7 @@ class HubEventSourceResponse(EventSourceResponse):
                 return
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             sub.send = send
-            await hub.catch_up(sub, self.last, preamble=True)
+            await hub.catch_up(sub, self.plans, preamble=True, announce=self.announce)
             if self.expires_at is not None:
                 delay = max(0.0, self.expires_at - time.time())
                 sub.expire_handle = asyncio.get_running_loop().call_later(delay, self._expire)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from api.access import Forbidden, NotFound, check_channel, parse_file_id
 from api.auth import Principal
@@ -86,7 +87,8 @@ async def open_stream(
         return JSONResponse({"detail": str(exc)}, status_code=429)
     try:
         await hub.join(sub, channels)
-    except HubUnavailable as exc:
+        plans = await hub.prepare(sub, last)
+    except (HubUnavailable, RedisError) as exc:
         hub.release(sub)
         return JSONResponse({"detail": str(exc)}, status_code=503)
     except BaseException:
@@ -95,7 +97,8 @@ async def open_stream(
     return HubEventSourceResponse(
         hub,
         sub,
-        last,
+        plans,
+        announce=any(v is None for v in last.values()),
         expires_at=principal.expires_at,
     )
 
