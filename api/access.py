@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models import File, FileMember, User
+from models.base import utcnow
 
 
 class Forbidden(Exception):
@@ -47,13 +50,16 @@ class AccessCache:
 
 
 def ensure_user(session: Session, user_id: str) -> None:
-    """Users come from the platform's auth service: create one the first time it is seen."""
-    if session.get(User, user_id) is None:
-        session.add(User(id=user_id))
-        try:
-            session.flush()
-        except Exception:  # created concurrently by another request
-            session.rollback()
+    """Users come from the platform's auth service: create one the first time it is seen.
+
+    ``INSERT ... ON CONFLICT DO NOTHING``: a concurrent first sighting is not an error, and the
+    caller's transaction (with its outbox rows) is never rolled back for it.
+    """
+    if session.get(User, user_id) is not None:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(User).values(id=user_id, created_at=utcnow()).on_conflict_do_nothing())
 
 
 def parse_file_id(raw: str) -> int:

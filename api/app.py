@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from sse_starlette.sse import EventSourceResponse
 
 from api import ws
+from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, notifications, reports, streams
 from api.state import AppState
-from finrt.logs import request_id
 from finrt.settings import Settings, get_settings
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
@@ -87,19 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def _request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
-        token = request_id.set(rid)
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        return response
-
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(events.router)

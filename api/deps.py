@@ -41,7 +41,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits before the response is sent, so a client that is
+# told "done" finds the change stored and its events on their way.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def known_user(state: AppState, principal: Principal) -> Principal:

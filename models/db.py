@@ -25,12 +25,22 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling commits a SAVEPOINT that opens a transaction
+            # when it is released, so a later rollback would keep that write. Take transactions
+            # over (SQLAlchemy's documented recipe) and begin them ourselves, below.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             # WAL lets the API read while a worker writes; foreign keys are off by default.
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # IMMEDIATE: take the write lock up front, so a transaction that reads and then
+            # writes never fails with "database is locked" halfway; busy_timeout waits for it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.update(pool_size=10, max_overflow=20)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -27,11 +27,29 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         UniqueConstraint("user_id", "dedupe_key", name="uq_notifications_user_dedupe"),
-        # The inbox list: one user's visible notifications, newest first.
-        Index("ix_notifications_inbox", "user_id", "is_dismissed", "created_at"),
-        # The unread badge: one user's unread, visible notifications.
-        Index("ix_notifications_unread", "user_id", "is_read", "is_dismissed"),
-        Index("ix_notifications_expires_at", "expires_at"),
+        # Inbox pages (newest first, id breaking ties) and the total: the equality columns,
+        # then the sort order, then expires_at so the expiry filter and count(*) never
+        # visit the table.
+        Index(
+            "ix_notifications_inbox", "user_id", "is_dismissed", "created_at", "id", "expires_at"
+        ),
+        # The unread badge, unread-only pages and mark-all-read, covered the same way.
+        Index(
+            "ix_notifications_unread",
+            "user_id",
+            "is_read",
+            "is_dismissed",
+            "created_at",
+            "id",
+            "expires_at",
+        ),
+        # purge_expired; most notifications never expire, so only those that do are indexed.
+        Index(
+            "ix_notifications_expires_at",
+            "expires_at",
+            sqlite_where=text("expires_at IS NOT NULL"),
+            postgresql_where=text("expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))

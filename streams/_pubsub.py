@@ -10,11 +10,14 @@ lost" signal to drive its own reconnect and gap filling.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from urllib.parse import unquote, urlparse
 
 import hiredis
+
+log = logging.getLogger("finrt.hub")
 
 OnMessage = Callable[[bytes, bytes], None]
 OnConfirm = Callable[[bytes, bytes], None]
@@ -63,7 +66,10 @@ class SubscriberProtocol(asyncio.Protocol):
             if isinstance(reply, list) and len(reply) == 3:
                 kind = reply[0]
                 if kind == b"message":
-                    self._on_message(reply[1], reply[2])
+                    try:
+                        self._on_message(reply[1], reply[2])
+                    except Exception:  # one bad delivery must not take the link down
+                        log.exception("delivering a message failed")
                     got_message = True
                 elif kind in (b"subscribe", b"unsubscribe"):
                     self._on_confirm(kind, reply[1])

@@ -216,8 +216,10 @@ class Hub:
     def _on_finish(self, sub: Subscriber, reason: str) -> None:
         if reason == "slow":
             self.stats.slow_closed += 1
+            log.info("closed a stream of %s that fell %d events behind", sub.user_id, sub.limit)
         self.stats.closed += 1
-        self.release(sub)
+        # Later, not now: this may run inside _deliver's loop over the channel's subscribers.
+        asyncio.get_running_loop().call_soon(self.release, sub)
 
     def _subscribe(self, name: str, ch: _Channel) -> None:
         if ch.ready.done():
