@@ -182,6 +182,18 @@ def beat(ctx: typer.Context) -> None:
     run_beat(list(ctx.args))
 
 
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="the API's port")] = 8000,
+    seed: Annotated[bool, typer.Option(help="seed a demo user with a processed file")] = True,
+) -> None:
+    """Run everything on embedded defaults: Redis (unless FINRT_REDIS_URL is set), a worker
+    with beat, and the API. Ctrl-C stops it all."""
+    from finrt.dev import run_dev
+
+    raise typer.Exit(run_dev(port=port, seed=seed))
+
+
 def main() -> None:
     try:
         app()
