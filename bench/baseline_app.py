@@ -62,6 +62,6 @@ async def notifications(authorization: str = Header(default="")) -> EventSourceR
                 yield {"id": envelope["id"], "event": envelope["type"], "data": raw}
         finally:
             await pubsub.unsubscribe()
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     return EventSourceResponse(events(), sep="\n", ping=15)

@@ -25,7 +25,7 @@ app.conf.update(
 )
 
 
-@app.task(name="bench.progress")
+@app.task(name="bench.progress")  # type: ignore[untyped-decorator]
 def progress(channel: str, count: int, rate: float, pad: int = len(PAD)) -> dict[str, Any]:
     """Publish `count` progress events on `channel` at `rate` events/s via streams.publish;
     each carries the task's own time.time_ns() stamp."""

@@ -22,7 +22,7 @@ import struct
 import sys
 import time
 from array import array
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -40,6 +40,9 @@ from bench.common import (
 # Fast path: the stamp as the publisher wrote it ({"t": ..., "seq": ...}, compact or not).
 # A literal prefix keeps this a C-speed scan; anything else falls back to a full JSON parse.
 _RE_STAMP = re.compile(rb'"t":\s*(\d+),\s*"seq":\s*(-?\d+)')
+# The first blocks of every connection are checked against a count of `data:` lines; once the
+# stamp pattern has matched every event there, later blocks skip the count (it costs a scan).
+_CHECK_BLOCKS = 20
 _LINGER_RST = struct.pack("ii", 1, 0)
 _now = time.time_ns
 
@@ -52,7 +55,13 @@ class Pool:
 
     def __init__(self) -> None:
         self.conns: list[Conn] = []
-        self.lat = array("q")  # latencies, ns
+        # Per measured event: the publisher's stamp and the seq; per received block: the
+        # receive time and the index where the block's events end. Latencies are computed
+        # after the run (latencies()), which keeps the per-event work on the hot path in C.
+        self.ts = array("q")
+        self.seqs = array("q")
+        self.block_now = array("q")
+        self.block_end = array("q")
         self.events = 0  # measured events received (seq >= 0), including duplicates
         self.unstamped = 0  # data: blocks without a t/seq stamp
         self.warm = 0  # connections that have seen a warm-up probe
@@ -61,6 +70,24 @@ class Pool:
         self.last_recv = 0
         self.disconnects = 0  # connections closed by the peer after they were ready
         self.all_done = asyncio.Event()
+
+    def latencies(self) -> array[int]:
+        lat = array("q", bytes(8 * len(self.ts)))
+        ts = self.ts
+        start = 0
+        for now, end in zip(self.block_now, self.block_end, strict=True):
+            for i in range(start, end):
+                lat[i] = now - ts[i]
+            start = end
+        return lat
+
+    def reset(self) -> None:
+        self.ts = array("q")
+        self.seqs = array("q")
+        self.block_now = array("q")
+        self.block_end = array("q")
+        self.events = 0
+        self.first_recv = self.last_recv = 0
 
     def conn_complete(self, now: int) -> None:
         self.pending -= 1
@@ -71,6 +98,7 @@ class Pool:
 class Conn(asyncio.Protocol):
     __slots__ = (
         "buf",
+        "checks",
         "chunk_left",
         "chunked",
         "crlf_left",
@@ -116,6 +144,7 @@ class Conn(asyncio.Protocol):
         self.crlf_left = 0
         self.size_buf = b""
         self.buf = b""
+        self.checks = _CHECK_BLOCKS
         self.sep = b""
         self.last_id = b""
         self.error = ""
@@ -129,14 +158,14 @@ class Conn(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        tr = self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 # Close with RST: no TIME_WAIT pile-up across tens of thousands of connections.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        transport.write(self.request)
+        tr.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         prev = self.state
@@ -250,22 +279,57 @@ class Conn(asyncio.Protocol):
             self.t_ready = now
             if not self.ready.done():
                 self.ready.set_result(None)
-        ndata = block.count(b"data:")
-        if not ndata:
-            return
-        stamps = _RE_STAMP.findall(block)
-        if len(stamps) != ndata:
+        if self.checks:
+            self.checks -= 1
+            ndata = block.count(b"data:")
+            if not ndata:
+                return
+            stamps = _RE_STAMP.findall(block)
+            if len(stamps) != ndata:
+                self.checks = -1  # this server's framing needs the full parse from now on
+                stamps = self._slow_parse(block)
+        elif self.checks < 0:
             stamps = self._slow_parse(block)
-        i = block.rfind(b"id:", 0, len(block))
+        else:
+            stamps = _RE_STAMP.findall(block)
+        if not stamps:
+            return
+        i = block.rfind(b"id:")
         if i >= 0 and (i == 0 or block[i - 1] == 10):
             j = block.find(b"\n", i)
             self.last_id = block[i + 3 : j].strip()
         pool = self.pool
-        lat = pool.lat
         marks = self.marks
         lo = self.expect_lo
         nmarks = len(marks)
         got0 = self.got
+        ndata = len(stamps)
+        if ndata >= 4:
+            ts, seqs = zip(*stamps, strict=True)
+            sa = array("q", map(int, seqs))
+            first = sa[0]
+            k0 = first - lo
+            # Fast path for coalesced writes: consecutive new expected seqs, C-level work.
+            if (
+                first >= 0
+                and k0 >= 0
+                and k0 + ndata <= nmarks
+                and sa[-1] == first + ndata - 1
+                and marks.find(1, k0, k0 + ndata) < 0
+                and sa == array("q", range(first, first + ndata))
+            ):
+                marks[k0 : k0 + ndata] = b"\x01" * ndata
+                self.got += ndata
+                pool.ts.extend(map(int, ts))
+                pool.seqs.extend(sa)
+                pool.events += ndata
+                pool.block_now.append(now)
+                pool.block_end.append(len(pool.ts))
+                self._progress(got0, now)
+                return
+        pool_ts = pool.ts
+        pool_seqs = pool.seqs
+        n0 = len(pool_ts)
         for t, s in stamps:
             seq = int(s)
             if seq < 0:
@@ -273,8 +337,8 @@ class Conn(asyncio.Protocol):
                     self.warm = True
                     pool.warm += 1
                 continue
-            lat.append(now - int(t))
-            pool.events += 1
+            pool_ts.append(int(t))
+            pool_seqs.append(seq)
             k = seq - lo
             if 0 <= k < nmarks:
                 if marks[k]:
@@ -284,11 +348,19 @@ class Conn(asyncio.Protocol):
                     self.got += 1
             else:
                 self.unexpected += 1
+        if len(pool_ts) != n0:
+            pool.events += len(pool_ts) - n0
+            pool.block_now.append(now)
+            pool.block_end.append(len(pool_ts))
+        self._progress(got0, now)
+
+    def _progress(self, got0: int, now: int) -> None:
         if self.got != got0:
+            pool = self.pool
             if not pool.first_recv:
                 pool.first_recv = now
             pool.last_recv = now
-            if self.got == nmarks and not self.t_complete:
+            if self.got == len(self.marks) and not self.t_complete:
                 self.t_complete = now
                 pool.conn_complete(now)
 
@@ -315,6 +387,36 @@ class Conn(asyncio.Protocol):
             else:
                 self.pool.unstamped += 1
         return stamps
+
+
+def latency_summary(lat_ns: array[int], seq: array[int]) -> dict[str, Any]:
+    """Latency percentiles, plus per event (seq) the worst latency any client saw: a few slow
+    events that reach everyone point at server-side stalls, not at slow clients."""
+    lat = sorted(lat_ns)
+    p = percentiles(lat, (50, 90, 99, 99.9, 100))
+    worst: dict[int, int] = {}
+    get = worst.get
+    for s, v in zip(seq, lat_ns, strict=False):
+        if v > get(s, -1):
+            worst[s] = v
+    slowest = sorted(worst.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    per_seq = sorted(worst.values())
+    return {
+        "latency_ms": {
+            "n": len(lat),
+            "p50": p[0] / 1e6,
+            "p90": p[1] / 1e6,
+            "p99": p[2] / 1e6,
+            "p999": p[3] / 1e6,
+            "max": p[4] / 1e6,
+            "min": lat[0] / 1e6 if lat else float("nan"),
+        },
+        "per_event_worst_ms": {
+            "events": len(per_seq),
+            "p50": percentiles(per_seq, (50,))[0] / 1e6,
+            "slowest": [[s, v / 1e6] for s, v in slowest],
+        },
+    }
 
 
 class Client:
@@ -399,6 +501,7 @@ class Client:
             "t0_ns": t0,
             "t1_ns": t1,
             "ready_ms": {"p50": p50 / 1e6, "p99": p99 / 1e6, "max": pmax / 1e6},
+            "ready_raw_ms": [round(h / 1e6, 3) for h in heads],
             "total_open": sum(1 for c in pool.conns if c.state == _BODY),
         }
 
@@ -430,19 +533,21 @@ class Client:
         return self.stats(cmd)
 
     def stats(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Counters of the connections (from index `since`); latency figures too, or, with
+        `dump`, the raw latency arrays written to `<dump>.lat` / `<dump>.seq` for the
+        orchestrator to merge across client processes."""
         pool = self.pool
-        conns = pool.conns[int(cmd.get("since", 0)) :]
+        every = pool.conns[int(cmd.get("since", 0)) :]
+        # Streams that never opened are reported as failed opens, not as lost events.
+        conns = [c for c in every if c.t_ready]
         expected = sum(len(c.marks) for c in conns)
         received = sum(c.got for c in conns)
-        dups = sum(c.dups for c in conns)
         lost_per = [len(c.marks) - c.got for c in conns]
-        lat = sorted(pool.lat)
-        qs = (50, 90, 99, 99.9, 100)
-        p = percentiles(lat, qs)
-        complete = [c.t_complete - c.t_start for c in conns if c.t_complete > 0]
+        complete = [(c.t_complete - c.t_start) / 1e6 for c in conns if c.t_complete > 0]
         out: dict[str, Any] = {
             "ev": "result",
-            "connections": len(conns),
+            "connections": len(every),
+            "open_failed": len(every) - len(conns),
             "live": sum(1 for c in conns if c.state == _BODY),
             "disconnects": pool.disconnects,
             "expected": expected,
@@ -450,7 +555,7 @@ class Client:
             "lost": expected - received,
             "clients_with_loss": sum(1 for x in lost_per if x),
             "max_lost_per_client": max(lost_per, default=0),
-            "duplicates": dups,
+            "duplicates": sum(c.dups for c in conns),
             "clients_with_dups": sum(1 for c in conns if c.dups),
             "unexpected": sum(c.unexpected for c in conns),
             "unstamped": pool.unstamped,
@@ -458,30 +563,25 @@ class Client:
             "first_recv_ns": pool.first_recv,
             "last_recv_ns": pool.last_recv,
             "complete": pool.pending <= 0,
-            "latency_ms": {
-                "n": len(lat),
-                "p50": p[0] / 1e6,
-                "p90": p[1] / 1e6,
-                "p99": p[2] / 1e6,
-                "p999": p[3] / 1e6,
-                "max": p[4] / 1e6,
-                "min": lat[0] / 1e6 if lat else float("nan"),
-            },
             "complete_ms": {
                 "n": len(complete),
-                "max": max(complete) / 1e6 if complete else float("nan"),
-                "min": min(complete) / 1e6 if complete else float("nan"),
+                "max": max(complete, default=float("nan")),
+                "min": min(complete, default=float("nan")),
             },
         }
-        if cmd.get("ids"):
-            out["last_ids"] = [c.last_id.decode() for c in conns[:10]]
+        dump = cmd.get("dump")
+        lat = pool.latencies()
+        if dump:
+            with open(f"{dump}.lat", "wb") as f:
+                lat.tofile(f)
+            with open(f"{dump}.seq", "wb") as f:
+                pool.seqs.tofile(f)
+        else:
+            out.update(latency_summary(lat, pool.seqs))
         return out
 
     def reset_measurement(self) -> None:
-        pool = self.pool
-        pool.lat = array("q")
-        pool.events = 0
-        pool.first_recv = pool.last_recv = 0
+        self.pool.reset()
 
     def close(self) -> dict[str, Any]:
         n = 0

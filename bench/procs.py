@@ -161,6 +161,13 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def last_line(self) -> str:
+        """The last non-empty log line (for a crash: the exception)."""
+        for line in reversed(self.tail(60).splitlines()):
+            if line.strip() and not line.startswith("==="):
+                return line.strip()
+        return ""
+
     def tail(self, n: int = 30) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -281,7 +288,9 @@ async def wait_http_ok(port: int, path: str, proc: Proc, timeout: float = 60.0) 
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
     while True:
         if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+            raise RuntimeError(
+                f"{proc.name} exited early: {proc.last_line()} (log: {proc.log_path})"
+            )
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
             writer.write(request)
@@ -294,7 +303,10 @@ async def wait_http_ok(port: int, path: str, proc: Proc, timeout: float = 60.0) 
         except (OSError, TimeoutError, IndexError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name}: GET {path} never answered 200:\n{proc.tail()}")
+            raise RuntimeError(
+                f"{proc.name}: GET {path} never answered 200: {proc.last_line()} "
+                f"(log: {proc.log_path})"
+            )
         await asyncio.sleep(0.1)
 
 

@@ -77,8 +77,10 @@ def _failed(res: dict[str, Any] | None) -> Cell | None:
 
 def _stream_cell(res: dict[str, Any]) -> Cell:
     lat = _lat(res)
+    bound = res.get("load_cpu_saturated")
     lines = [
-        f"{rate(res.get('deliveries_per_s'))} dlv/s",
+        f"{'>= ' if bound else ''}{rate(res.get('deliveries_per_s'))} dlv/s"
+        + (" (client-bound)" if bound else ""),
         f"p50 {ms(lat.get('p50'))}, p99 {ms(lat.get('p99'))}",
         f"max {ms(lat.get('max'))}",
         f"lost {res.get('lost', '-')}, dup {res.get('duplicates', '-')}",
@@ -102,8 +104,8 @@ def _capacity_cell(res: dict[str, Any]) -> Cell:
     lines = [
         f"{res.get('opened_ok', 0) + 1:,} conns: {_num(res.get('rss_per_conn_kb')):.1f} KB/conn",
         f"{res.get('timed_count', 0):,} opened in {_num(res.get('timed_open_s')):.2f} s",
-        f"Redis: {redis.get('subscriber_connections', '-')} sub conn(s),",
-        f"  {redis.get('total_connections', '-')} total",
+        f"Redis conns: {redis.get('subscriber_connections', '-')} subscriber,",
+        f"  {redis.get('total_connections', '-')} in all",
     ]
     if res.get("failed"):
         lines.append(f"{res['failed']} failed")
@@ -156,6 +158,8 @@ def verdict(name: str, ours: dict[str, Any] | None, base: dict[str, Any] | None)
         if not ok:
             fails.append(what)
 
+    if name in ("fanout-100", "fanout-10", "fanout-max", "per-user", "e2e-celery"):
+        check(not ours.get("open_failed"), "failed opens")
     if name == "fanout-100":
         check(lost == 0 and ours.get("received") == ours.get("expected"), "lost")
         check(p99 <= 100, "p99")
@@ -273,6 +277,17 @@ def render(doc: dict[str, Any]) -> str:
         "latency = receive time - publisher's time.time_ns() stamp in the event; "
         "dlv/s = events received by all clients / (last receipt - first publish)",
     ]
+    noisy = [
+        f"{name}/{t} {res['foreign_cpu_pct']:.0f}%"
+        for name, row in doc["scenarios"].items()
+        for t, res in row.items()
+        if isinstance(res, dict) and res.get("foreign_cpu_pct", 0) > 5
+    ]
+    if noisy:
+        head.append(
+            "WARNING: other processes used the CPUs meanwhile (share of all cores): "
+            + ", ".join(noisy)
+        )
     if doc.get("interrupted"):
         head.append("INTERRUPTED: partial results")
     rows: list[list[Cell]] = []

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from bench import report
+from bench.clients import ClientGroup
 from bench.common import STREAM_PATH, cpu_seconds
 from bench.procs import (
     LOAD_CPU,
@@ -43,6 +44,7 @@ from bench.procs import (
     tree_cpu,
     wait_http_ok,
 )
+from bench.profiling import py_spy
 
 SCENARIOS = (
     "fanout-100",
@@ -258,17 +260,27 @@ class Bench:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def client(self, name: str, port: int) -> Worker:
+    async def client(self, name: str, port: int) -> ClientGroup:
         spec = {"host": "127.0.0.1", "port": port, "path": STREAM_PATH, "secret": self.secret}
-        return await Worker.start(
-            f"client-{name}",
-            "bench.loadclient",
-            spec,
-            env=self.env,
-            cpu=LOAD_CPU,
-            pinning=self.pinning,
-            log_dir=self.log_dir,
-        )
+        workers: list[Worker] = []
+        try:
+            for k in range(max(1, self.args.clients)):
+                workers.append(
+                    await Worker.start(
+                        f"client-{name}-{k}",
+                        "bench.loadclient",
+                        spec,
+                        env=self.env,
+                        cpu=LOAD_CPU,
+                        pinning=self.pinning,
+                        log_dir=self.log_dir,
+                    )
+                )
+        except BaseException:
+            for w in workers:
+                w.kill()
+            raise
+        return ClientGroup(workers, self.log_dir.parent / "dumps")
 
     async def publisher(self, name: str, **spec: Any) -> Worker:
         full = {
@@ -308,16 +320,16 @@ class Bench:
         client = pub = None
         try:
             client = await self.client(f"{target.name}-{tag}", target.port)
-            opened = await client.request(
+            opened = await client.open(
                 {
                     "cmd": "open",
                     "count": conns,
                     "users": users,
                     "expect": [0, per_channel],
-                    "concurrency": 500,
+                    # Gentler than the capacity scenario's open storm: here delivery is measured.
+                    "concurrency": 100,
                     "timeout": 60,
                 },
-                timeout=300,
             )
             if opened["ok"] == 0:
                 raise RuntimeError(f"no stream could be opened: {opened['errors']}")
@@ -330,22 +342,26 @@ class Bench:
                 warmup=True,
                 ids="first",
             )
-            warm = await client.request({"cmd": "wait_warm", "timeout": 30}, timeout=60)
-            await client.request({"cmd": "reset"})
-            cpu0 = self.cpu_snapshot(server, client, pub)
-            wall0 = time.monotonic()
-            await pub.send({"cmd": "go"})
-            expected_s = per_channel * len(channels) / rate if rate > 0 else 0
-            done = await pub.recv(timeout=expected_s + 600)
-            res = await client.request(
-                {
-                    "cmd": "drain",
-                    "idle_s": p.drain_idle_s,
-                    "max_s": drain_max_s if drain_max_s is not None else p.drain_max_s,
-                },
-                timeout=(drain_max_s or p.drain_max_s) + 120,
+            warm = await client.wait_warm(30)
+            await client.reset()
+            extra: dict[str, Any] = {}
+            async with self.profiled(target, tag, server, extra):
+                cpu0 = self.cpu_snapshot(server, client, pub)
+                wall0 = time.monotonic()
+                await pub.send({"cmd": "go"})
+                expected_s = per_channel * len(channels) / rate if rate > 0 else 0
+                done = await pub.recv(timeout=expected_s + 600)
+                res = await client.drain(
+                    p.drain_idle_s, drain_max_s if drain_max_s is not None else p.drain_max_s
+                )
+                cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, pub), wall0)
+            res.update(extra)
+            # Everything but the server shares the load CPU: when it is (nearly) saturated and
+            # the server is not, the client side limited the rate: ours is then a lower bound.
+            load_pct = sum(cpu.get(k, 0.0) for k in ("client_pct", "publisher_pct", "redis_pct"))
+            res["load_cpu_saturated"] = bool(
+                self.pinning.enabled and load_pct >= 80.0 and cpu.get("server_pct", 0.0) < 80.0
             )
-            cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, pub), wall0)
             span_ns = res["last_recv_ns"] - done["first_ns"] if res["last_recv_ns"] else 0
             res.update(
                 {
@@ -360,15 +376,31 @@ class Bench:
             )
             return res
         finally:
-            for w in (pub, client):
-                if w is not None:
-                    await w.close()
+            if pub is not None:
+                await pub.close()
+            if client is not None:
+                await client.close()
             await target.stop()
 
-    def cpu_snapshot(self, server: Proc, client: Worker, pub: Worker | None) -> dict[str, float]:
+    def profiled(
+        self, target: Target, tag: str, server: Proc, out: dict[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        want = self.args.py_spy is not None and (not self.args.py_spy or tag in self.args.py_spy)
+        return py_spy(
+            want,
+            server,
+            f"{target.name}-{tag}",
+            pinning=self.pinning,
+            log_dir=self.log_dir,
+            out=out,
+        )
+
+    def cpu_snapshot(
+        self, server: Proc, client: ClientGroup, pub: Worker | None
+    ) -> dict[str, float]:
         snap = {
             "server": tree_cpu(server.pid),
-            "client": cpu_seconds(client.pid) or 0.0,
+            "client": sum(cpu_seconds(pid) or 0.0 for pid in client.pids),
             "redis": cpu_seconds(self.redis_proc.pid) if self.redis_proc else 0.0,
         }
         if pub is not None:
@@ -384,7 +416,14 @@ class Bench:
 
     # -- scenarios -------------------------------------------------------------------------
 
-    async def fanout(self, target: Target, tag: str, events: int, rate: float) -> dict[str, Any]:
+    async def fanout(
+        self,
+        target: Target,
+        tag: str,
+        events: int,
+        rate: float,
+        drain_max_s: float | None = None,
+    ) -> dict[str, Any]:
         p = self.p
         return await self.stream_load(
             target,
@@ -395,6 +434,7 @@ class Bench:
             per_channel=events,
             rate=rate,
             concurrency=p.fmax_concurrency if rate <= 0 else 1,
+            drain_max_s=drain_max_s,
         )
 
     async def s_fanout_100(self, target: Target) -> dict[str, Any]:
@@ -404,7 +444,10 @@ class Bench:
         return await self.fanout(target, "fanout-10", self.p.f10_events, 10.0)
 
     async def s_fanout_max(self, target: Target) -> dict[str, Any]:
-        return await self.fanout(target, "fanout-max", self.p.fmax_events, 0.0)
+        # The naive baseline needs ~70 s to work through 2M deliveries: let it finish.
+        return await self.fanout(
+            target, "fanout-max", self.p.fmax_events, 0.0, drain_max_s=2 * self.p.drain_max_s
+        )
 
     async def s_per_user(self, target: Target) -> dict[str, Any]:
         if target.name != "ours":
@@ -430,24 +473,23 @@ class Bench:
         try:
             client = await self.client(f"{target.name}-capacity", target.port)
             # One stream first so lazily created shared state exists before "RSS before".
-            first = await client.request(
-                {"cmd": "open", "count": 1, "user": "cap", "timeout": 30}, timeout=60
-            )
+            first = await client.open({"cmd": "open", "count": 1, "user": "cap", "timeout": 30})
             if first["ok"] != 1:
                 raise RuntimeError(f"first stream failed: {first['errors']}")
             await asyncio.sleep(1.0)
             rss0 = rss_kb(server.pid)
             cpu0 = tree_cpu(server.pid)
-            timed_open = await client.request(
-                {
-                    "cmd": "open",
-                    "count": timed,
-                    "user": "cap",
-                    "concurrency": p.cap_concurrency,
-                    "timeout": 60,
-                },
-                timeout=600,
-            )
+            extra: dict[str, Any] = {}
+            async with self.profiled(target, "capacity", server, extra):
+                timed_open = await client.open(
+                    {
+                        "cmd": "open",
+                        "count": timed,
+                        "user": "cap",
+                        "concurrency": p.cap_concurrency,
+                        "timeout": 60,
+                    }
+                )
             cpu_open = tree_cpu(server.pid) - cpu0
             await asyncio.sleep(1.0)
             rss_timed = rss_kb(server.pid)
@@ -456,19 +498,21 @@ class Bench:
             while left > 0:
                 n = min(1000, left)
                 batches.append(
-                    await client.request(
+                    await client.open(
                         {
                             "cmd": "open",
                             "count": n,
                             "user": "cap",
                             "concurrency": p.cap_concurrency,
                             "timeout": 60,
-                        },
-                        timeout=600,
+                        }
                     )
                 )
                 left -= n
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.0)
+            idle0 = tree_cpu(server.pid)
+            await asyncio.sleep(3.0)
+            idle_pct = 100.0 * (tree_cpu(server.pid) - idle0) / 3.0
             rss1 = rss_kb(server.pid)
             live = (batches[-1] if batches else timed_open)["total_open"]
             opened_ok = timed_open["ok"] + sum(b["ok"] for b in batches)
@@ -496,12 +540,12 @@ class Bench:
                 "timed_open": _open_summary(timed_open),
                 "server_cpu_s_for_timed_open": cpu_open,
                 "rest_open_s": sum(b["elapsed_s"] for b in batches),
+                "idle_server_cpu_pct": round(idle_pct, 1),
+                **extra,
                 "redis": redis_clients,
             }
         finally:
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.request({"cmd": "close"}, timeout=60)
                 await client.close()
             await target.stop()
 
@@ -549,7 +593,8 @@ class Bench:
             client = await self.client("ours-resume", target.port)
             trials = []
             for i, first_id in enumerate(first_ids):
-                opened = await client.request(
+                since = client.mark()
+                opened = await client.open(
                     {
                         "cmd": "open",
                         "count": 1,
@@ -557,12 +602,9 @@ class Bench:
                         "expect": [1, p.resume_events],
                         "last_event_id": first_id,
                         "timeout": 30,
-                    },
-                    timeout=60,
+                    }
                 )
-                res = await client.request(
-                    {"cmd": "drain", "idle_s": 3, "max_s": 20, "since": i}, timeout=120
-                )
+                res = await client.drain(3, 20, since)
                 trials.append(
                     {
                         "open_ok": opened["ok"],
@@ -587,9 +629,10 @@ class Bench:
                 "server_rss_kb": rss_kb(server.pid),
             }
         finally:
-            for w in (pub, client):
-                if w is not None:
-                    await w.close()
+            if pub is not None:
+                await pub.close()
+            if client is not None:
+                await client.close()
             await target.stop()
 
     async def s_e2e_celery(self, target: Target) -> dict[str, Any]:
@@ -628,22 +671,21 @@ class Bench:
                 log_dir=self.log_dir,
             )
             client = await self.client("ours-e2e", target.port)
-            opened = await client.request(
+            opened = await client.open(
                 {
                     "cmd": "open",
                     "count": p.e2e_subs,
                     "user": "celery",
                     "expect": [0, p.e2e_events],
                     "timeout": 30,
-                },
-                timeout=120,
+                }
             )
             pub = await self.publisher(
                 "ours-e2e", channels=["user:celery"], per_channel=0, rate=0, warmup=True
             )
-            warm = await client.request({"cmd": "wait_warm", "timeout": 30}, timeout=60)
+            warm = await client.wait_warm(30)
             await pub.request({"cmd": "go"}, timeout=60)
-            await client.request({"cmd": "reset"})
+            await client.reset()
             await _wait_log(worker_proc, " ready.", 60)
             from bench.celery_app import app as celery_app
 
@@ -659,10 +701,7 @@ class Bench:
             cpu0 = self.cpu_snapshot(server, client, None)
             w0 = tree_cpu(worker_proc.pid)
             wall0 = time.monotonic()
-            res = await client.request(
-                {"cmd": "drain", "idle_s": max(5.0, p.drain_idle_s), "max_s": expected_s + 30},
-                timeout=expected_s + 120,
-            )
+            res = await client.drain(max(5.0, p.drain_idle_s), expected_s + 30)
             cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, None), wall0)
             cpu["celery_worker_pct"] = round(
                 100 * (tree_cpu(worker_proc.pid) - w0) / max(1e-6, cpu["wall_s"]), 1
@@ -679,9 +718,10 @@ class Bench:
             )
             return res
         finally:
-            for w in (pub, client):
-                if w is not None:
-                    await w.close()
+            if pub is not None:
+                await pub.close()
+            if client is not None:
+                await client.close()
             if worker_proc is not None:
                 await asyncio.to_thread(worker_proc.stop)
             await target.stop()
@@ -719,10 +759,12 @@ class Bench:
                 ):
                     continue
                 t0 = time.monotonic()
+                load0 = self.cpu_accounts()
                 _progress(f"[{target.name}] {name} ...")
                 try:
                     row[target.name] = await fns[name](target)
                     row[target.name]["elapsed_s"] = round(time.monotonic() - t0, 1)
+                    row[target.name]["foreign_cpu_pct"] = self.foreign_pct(load0)
                     _progress(
                         f"[{target.name}] {name} done in {time.monotonic() - t0:.1f}s: "
                         + report.brief(name, row[target.name])
@@ -735,6 +777,30 @@ class Bench:
                     await target.stop()
                     for w in list(REGISTRY.workers):
                         w.kill()
+
+    def cpu_accounts(self) -> tuple[float, float, float]:
+        """(wall, host busy CPU-seconds, CPU-seconds of this bench and its children)."""
+        busy = 0.0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+            busy = sum(int(x) for x in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        for proc in REGISTRY.procs:  # live children (Redis): not in children_* until reaped
+            own += tree_cpu(proc.pid)
+        for w in REGISTRY.workers:
+            own += cpu_seconds(w.pid) or 0.0
+        return time.monotonic(), busy, own
+
+    def foreign_pct(self, before: tuple[float, float, float]) -> float:
+        """Share of the machine (all cores) used by processes that are not the bench's
+        (e.g. a test suite running meanwhile): a noisy neighbour skews every figure."""
+        wall0, busy0, own0 = before
+        wall1, busy1, own1 = self.cpu_accounts()
+        cores = os.cpu_count() or 1
+        return round(
+            max(0.0, 100.0 * ((busy1 - busy0) - (own1 - own0)) / ((wall1 - wall0) * cores)), 1
+        )
 
     def machine(self) -> dict[str, Any]:
         model = ""
@@ -823,6 +889,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the optional baseline capacity run",
     )
+    ap.add_argument(
+        "--py-spy",
+        nargs="*",
+        metavar="SCENARIO",
+        help="sample the servers with py-spy during the measured phase (of these scenarios; "
+        "all when none given); needs `pip install py-spy`; perturbs the figures a little",
+    )
+    ap.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        metavar="N",
+        help="load-client processes (all on the load CPU; default 1)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return ap.parse_args(argv)
 
@@ -836,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     def _term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGHUP, _term)
     interrupted = False
@@ -863,14 +945,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = report.render(doc)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    (args.out / "latest.txt").write_text(table + "\n")
-    _progress(f"wrote {args.out / 'latest.json'} and latest.txt ({duration:.0f}s total)")
+    # An interrupted run does not replace the last complete results.
+    out = args.out / "tmp" if interrupted else args.out
+    stem = "interrupted" if interrupted else "latest"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(_clean(doc), indent=2) + "\n")
+    (out / f"{stem}.txt").write_text(table + "\n")
+    _progress(f"wrote {out / stem}.json and {stem}.txt ({duration:.0f}s total)")
     return 130 if interrupted else 0
 
 
-def _json_default(o: object) -> object:
-    if isinstance(o, float) and math.isnan(o):
-        return None
+def _clean(o: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (strict JSON has no NaN)."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    if o is None or isinstance(o, str | int | bool):
+        return o
     return str(o)
