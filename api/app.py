@@ -27,9 +27,15 @@ SHUTDOWN_RETRY_MS = 250
 
 
 def build_state(settings: Settings) -> AppState:
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=3, socket_timeout=10, max_connections=200
+    # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=200,
+        timeout=10,
+        socket_connect_timeout=3,
+        socket_timeout=10,
     )
+    client = aioredis.Redis(connection_pool=pool)
     hub = Hub(
         settings.redis_url,
         settings.redis_prefix,

@@ -21,7 +21,8 @@ from models import session_scope
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with FINRT_JWT_SECRET")
 
 
-def get_state(request: Request) -> AppState:
+# Plain functions would each be sent to the thread pool on every request: these are async.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.finrt
     return state
 
@@ -29,7 +30,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -109,7 +110,7 @@ async def stream_user(
 StreamUser = Annotated[Principal, Depends(stream_user)]
 
 
-def last_event_id(
+async def last_event_id(
     header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=4096)] = None,
     query: Annotated[
         str | None, Query(alias="last_event_id", max_length=4096, description="resume position")
