@@ -174,10 +174,12 @@ class Hub:
                 self._subscribe(name, ch)
             ch.idle_since = None
             waits.append(ch.ready)
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), timeout)
-        except TimeoutError as exc:
-            raise HubUnavailable("Redis is not reachable") from exc
+        pending = [w for w in waits if not w.done()]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*pending)), timeout)
+            except TimeoutError as exc:
+                raise HubUnavailable("Redis is not reachable") from exc
         for name in channels:
             sub.positions.setdefault(name, (0, 0))
             if sub.written is not None:
@@ -240,6 +242,18 @@ class Hub:
         """
         plans = []
         for name in list(sub.positions):
+            ch = self._channels.get(name)
+            if last.get(name) is None and ch is not None and ch.last is not None and self.connected:
+                # A live channel: everything up to ch.last went out before this stream joined,
+                # everything after reaches it live. No Redis round trip needed.
+                position = ch.last
+                sub.positions[name] = position
+                if sub.written is not None:
+                    sub.written[name] = position
+                plans.append(
+                    (name, Bounds(True, position, position), ResumePlan(None, False, position))
+                )
+                continue
             bounds = await self.history.bounds(name)
             plan = plan_resume(last.get(name), bounds)
             sub.positions[name] = plan.position
