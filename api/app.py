@@ -36,25 +36,8 @@ def build_state(settings: Settings) -> AppState:
         socket_timeout=10,
     )
     client = aioredis.Redis(connection_pool=pool)
-    hub = Hub(
-        settings.redis_url,
-        settings.redis_prefix,
-        client,
-        history_maxlen=settings.history_maxlen,
-        history_ttl_seconds=settings.history_ttl_seconds,
-        client_buffer=settings.client_buffer,
-        ping_seconds=settings.ping_seconds,
-        retry_ms=settings.retry_ms,
-        coalesce_ms=settings.coalesce_ms,
-        max_streams_per_user=settings.max_streams_per_user,
-    )
-    publisher = AsyncPublisher(
-        client,
-        settings.redis_prefix,
-        maxlen=settings.history_maxlen,
-        ttl_seconds=settings.history_ttl_seconds,
-        max_bytes=settings.max_event_bytes,
-    )
+    hub = Hub.from_settings(client, settings)
+    publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
     return AppState(settings, client, hub, publisher)
 
 

@@ -26,15 +26,7 @@ async def run_tail(settings: Settings, channel: str, from_id: str | None) -> Non
     except Exception as exc:
         await client.aclose()
         raise ConnectionError(str(exc)) from exc
-    hub = Hub(
-        settings.redis_url,
-        settings.redis_prefix,
-        client,
-        history_maxlen=settings.history_maxlen,
-        history_ttl_seconds=settings.history_ttl_seconds,
-        client_buffer=10**9,
-        max_streams_per_user=1,
-    )
+    hub = Hub.from_settings(client, settings, client_buffer=10**9, max_streams_per_user=1)
     done = asyncio.get_running_loop().create_future()
     out = sys.stdout
 

@@ -107,6 +107,21 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
+        """A hub configured by ``finrt.settings.Settings`` (keyword arguments override)."""
+        options: dict[str, Any] = {
+            "history_maxlen": settings.history_maxlen,
+            "history_ttl_seconds": settings.history_ttl_seconds,
+            "client_buffer": settings.client_buffer,
+            "ping_seconds": settings.ping_seconds,
+            "retry_ms": settings.retry_ms,
+            "coalesce_ms": settings.coalesce_ms,
+            "max_streams_per_user": settings.max_streams_per_user,
+        }
+        options.update(overrides)
+        return cls(settings.redis_url, settings.redis_prefix, client, **options)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -78,6 +78,17 @@ class _Base:
         self._script = client.register_script(PUBLISH_LUA)
         self.prefix, self.maxlen, self.ttl, self.max_bytes = prefix, maxlen, ttl_seconds, max_bytes
 
+    @classmethod
+    def from_settings(cls, client: Any, settings: Any) -> Any:
+        """A publisher configured by ``finrt.settings.Settings``."""
+        return cls(
+            client,
+            settings.redis_prefix,
+            maxlen=settings.history_maxlen,
+            ttl_seconds=settings.history_ttl_seconds,
+            max_bytes=settings.max_event_bytes,
+        )
+
     def _call(
         self, channel: str, event_type: str, data: Any, key: str | None, dedupe: str | None
     ) -> Any:
@@ -148,13 +159,7 @@ def default_publisher() -> Publisher:
             client = redis.Redis.from_url(
                 s.redis_url, socket_timeout=5, socket_connect_timeout=5, retry_on_timeout=True
             )
-            _sync_default = Publisher(
-                client,
-                s.redis_prefix,
-                maxlen=s.history_maxlen,
-                ttl_seconds=s.history_ttl_seconds,
-                max_bytes=s.max_event_bytes,
-            )
+            _sync_default = Publisher.from_settings(client, s)
         return _sync_default
 
 
@@ -167,13 +172,7 @@ def default_async_publisher() -> AsyncPublisher:
     if pub is None:
         s = get_settings()
         client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=5)
-        pub = AsyncPublisher(
-            client,
-            s.redis_prefix,
-            maxlen=s.history_maxlen,
-            ttl_seconds=s.history_ttl_seconds,
-            max_bytes=s.max_event_bytes,
-        )
+        pub = AsyncPublisher.from_settings(client, s)
         _async_defaults[loop] = pub
     return pub
 
