@@ -197,7 +197,7 @@ async def sse(
     token: str | None = None,
     *,
     last_event_id: str | None = None,
-    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    params: Any = None,
     client: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[SSEStream]:
     headers = {"Accept": "text/event-stream"}
