@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from sse_starlette.sse import EventSourceResponse
 
 from api import ws
+from api.front import StreamFrontDoor
 from api.middleware import RequestIdMiddleware
-from api.routes import events, files, health, notifications, reports, streams
+from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
 from finrt.settings import Settings, get_settings
 from streams.hub import Hub
@@ -77,10 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(streams.router)
     app.include_router(events.router)
     app.include_router(notifications.router)
     app.include_router(files.router)
     app.include_router(reports.router)
     app.include_router(ws.router)
+    app.include_router(page.router)
     return app
+
+
+def create_asgi() -> StreamFrontDoor:
+    """What ``finrt api`` serves: the app behind the stream front door (api/front.py)."""
+    return StreamFrontDoor(create_app())

@@ -93,8 +93,15 @@ async def stream_user(
     ] = None,
 ) -> Principal:
     """Streams accept the bearer header, ``?access_token=`` or a single-use ``?ticket=``."""
-    if credentials is not None:
-        principal = principal_from_token(state, credentials.credentials)
+    bearer = credentials.credentials if credentials is not None else None
+    return await authenticate_stream(state, bearer, access_token, ticket)
+
+
+async def authenticate_stream(
+    state: AppState, bearer: str | None, access_token: str | None, ticket: str | None
+) -> Principal:
+    if bearer is not None:
+        principal = principal_from_token(state, bearer)
     elif access_token is not None:
         principal = principal_from_token(state, access_token)
     elif ticket is not None:

@@ -46,7 +46,7 @@ def api(
 
     s = _settings()
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:create_asgi",
         factory=True,
         host=host,
         port=port,
@@ -61,13 +61,15 @@ def api(
 @app.command()
 def migrate() -> None:
     """Apply database migrations (Alembic)."""
+    from finrt._cli import database_problem, safe_url
     from models.migrate import upgrade
 
     s = _settings()
     try:
         upgrade(s.database_url)
     except Exception as exc:
-        raise _fail(f"migration failed: {exc}") from None
+        where = safe_url(s.database_url)
+        raise _fail(f"migrating {where} failed: {database_problem(exc)}") from None
     typer.echo("database is up to date")
 
 
@@ -99,10 +101,13 @@ def publish(
     """Publish one event and print its id."""
     import redis
 
+    from finrt._cli import redis_url_problem, safe_url
     from streams.envelope import InvalidEvent
     from streams.publish import publish as do_publish
 
-    _settings()
+    s = _settings()
+    if problem := redis_url_problem(s.redis_url):
+        raise _fail(problem, 2)
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
@@ -112,7 +117,7 @@ def publish(
     except InvalidEvent as exc:
         raise _fail(str(exc), 2) from None
     except redis.RedisError as exc:
-        raise _fail(f"Redis is not reachable: {exc}") from None
+        raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
 
 
 @app.command()
@@ -123,17 +128,31 @@ def tail(
     ] = None,
 ) -> None:
     """Print a channel's events as they arrive (one envelope per line)."""
+    import os
+
+    import redis
+
+    from finrt._cli import print_history, redis_url_problem, safe_url
     from finrt.tail import run_tail
 
     s = _settings()
+    if problem := redis_url_problem(s.redis_url):
+        raise _fail(problem, 2)
     try:
-        asyncio.run(run_tail(s, channel, from_id))
+        start = from_id
+        if from_id is not None:
+            # History first, with a progress bar on a terminal; then live from where it ended.
+            start = asyncio.run(print_history(s, channel, from_id))
+        asyncio.run(run_tail(s, channel, start))
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # The reader went away (``finrt tail ... | head``): not an error; keep exit quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
-    except (OSError, ConnectionError, RuntimeError) as exc:
-        raise _fail(f"Redis is not reachable: {exc}") from None
+    except (OSError, ConnectionError, RuntimeError, redis.RedisError) as exc:
+        raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
 
 
 @app.command()
@@ -147,6 +166,7 @@ def notify(
 ) -> None:
     """Create a notification for USER_ID (stored, then sent to its open streams)."""
     from api.auth import SUB_RE
+    from finrt._cli import database_problem, is_database_error
     from models import session_scope
     from services.notifications import create_notification
 
@@ -160,7 +180,13 @@ def notify(
             )
             ident = n.id
     except ValueError as exc:
+        if is_database_error(exc):  # SQLAlchemy's ArgumentError is a ValueError too
+            raise _fail(database_problem(exc)) from None
         raise _fail(str(exc), 2) from None
+    except Exception as exc:
+        if is_database_error(exc):
+            raise _fail(database_problem(exc)) from None
+        raise
     typer.echo(ident)
 
 

@@ -23,6 +23,7 @@ from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
+from streams.metrics import DeliveryLag
 from streams.subscriber import PING, WS, Subscriber, sse_body
 
 log = logging.getLogger("finrt.hub")
@@ -37,13 +38,23 @@ class TooManyStreams(RuntimeError):
 
 
 class _Channel:
-    __slots__ = ("filling", "held", "idle_since", "last", "pending_subs", "ready", "subscribers")
+    __slots__ = (
+        "filling",
+        "head",
+        "held",
+        "idle_since",
+        "last",
+        "pending_subs",
+        "ready",
+        "subscribers",
+    )
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
         self.pending_subs = 0
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last: StreamId | None = None  # newest id delivered live on this channel
+        self.head: StreamId | None = None  # newest id seen in history while subscribed
         self.filling = False  # a reconnect is filling this channel's gap from history
         self.held: list[Event] = []
         self.idle_since: float | None = None
@@ -95,6 +106,7 @@ class Hub:
         self.max_streams_per_user = max_streams_per_user
         self.linger = linger_seconds
         self.stats = Stats()
+        self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
         self._per_user: defaultdict[str, int] = defaultdict(int)
         self._subscribers: set[Subscriber] = set()
@@ -258,10 +270,12 @@ class Hub:
         plans = []
         for name in list(sub.positions):
             ch = self._channels.get(name)
-            if last.get(name) is None and ch is not None and ch.last is not None and self.connected:
-                # A live channel: everything up to ch.last went out before this stream joined,
-                # everything after reaches it live. No Redis round trip needed.
-                position = ch.last
+            known = max(ch.last or (0, 0), ch.head or (0, 0)) if ch is not None else (0, 0)
+            if last.get(name) is None and known > (0, 0) and self.connected:
+                # A live channel: every event up to ``known`` was published before this stream
+                # joined or already went out live; every later one reaches it live. So it can
+                # start there without a Redis round trip.
+                position = known
                 sub.positions[name] = position
                 if sub.written is not None:
                     sub.written[name] = position
@@ -270,6 +284,8 @@ class Hub:
                 )
                 continue
             bounds = await self.history.bounds(name)
+            if ch is not None and ch.ready.done() and (ch.head is None or bounds.head > ch.head):
+                ch.head = bounds.head
             plan = plan_resume(last.get(name), bounds)
             sub.positions[name] = plan.position
             if sub.written is not None:
@@ -404,9 +420,16 @@ class Hub:
         started = loop.time()
         dirty, self._dirty = self._dirty, set()
         delivered = 0
+        sample: Event | None = None
         for sub in dirty:
-            delivered += len(sub.pending)
+            pending = sub.pending
+            # One lag sample per flush (its oldest event), not one per event: keeps it cheap.
+            if sample is None and pending and not sub.draining and type(pending[0]) is Event:
+                sample = pending[0]
+            delivered += len(pending)
             sub.flush()
+        if sample is not None:
+            self.lag.observe_event(sample)
         self.stats.deliveries += delivered
         self.stats.flushes += 1
         end = loop.time()
@@ -457,6 +480,7 @@ class Hub:
                     if ch.ready.done():
                         ch.ready = asyncio.get_running_loop().create_future()
                     ch.pending_subs = 0
+                    ch.head = None  # Redis may come back without its history
 
     async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
         names = list(self._channels)

@@ -118,11 +118,7 @@ async def stream_file(
     file_id: str, state: StateDep, principal: StreamUser, last_event_id: LastEventId
 ) -> Response:
     """Stream one file's dashboard events (channel ``file:{file_id}``)."""
-    try:
-        parse_file_id(file_id)
-    except NotFound as exc:
-        raise not_found(str(exc)) from exc
-    return await open_stream(state, principal, [f"file:{file_id}"], last_event_id, multi=False)
+    return await open_stream(state, principal, file_channels(file_id), last_event_id, multi=False)
 
 
 @router.get("/stream", responses=STREAM_RESPONSES, response_class=Response)
@@ -133,15 +129,30 @@ async def stream_many(
     channel: Annotated[list[str], Query(min_length=1, description="channels, e.g. user:alice")],
 ) -> Response:
     """Stream several channels on one connection; the SSE id is a cursor over all of them."""
-    channels = list(dict.fromkeys(channel))
-    if len(channels) > state.settings.max_channels_per_stream:
-        raise bad_request(f"at most {state.settings.max_channels_per_stream} channels per stream")
+    channels = many_channels(channel, state.settings.max_channels_per_stream)
+    return await open_stream(state, principal, channels, last_event_id, multi=True)
+
+
+def file_channels(file_id: str) -> list[str]:
+    try:
+        parse_file_id(file_id)
+    except NotFound as exc:
+        raise not_found(str(exc)) from exc
+    return [f"file:{file_id}"]
+
+
+def many_channels(requested: list[str], limit: int) -> list[str]:
+    channels = list(dict.fromkeys(requested))
+    if not channels:
+        raise bad_request("name at least one channel")
+    if len(channels) > limit:
+        raise bad_request(f"at most {limit} channels per stream")
     for name in channels:
         try:
             valid_channel(name)
         except InvalidEvent as exc:
             raise bad_request(str(exc)) from exc
-    return await open_stream(state, principal, channels, last_event_id, multi=True)
+    return channels
 
 
 class TicketPublic(BaseModel):
