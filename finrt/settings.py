@@ -36,6 +36,31 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    # Producers (uploads, reports, Celery); see docs/producers.md.
+    upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    upload_max_rows: int = Field(100_000, ge=1)
+    reports_dir: str = "var/reports"
+    # Empty: the broker is FINRT_REDIS_URL (Celery's keys under "<redis_prefix>:celery:").
+    celery_broker_url: str = ""
+    celery_queue: str = "finrt"
+    # Seconds before the Redis broker hands an unacknowledged task to another worker: keep it
+    # above task_time_limit, or a long task runs twice.
+    celery_visibility_timeout: int = Field(3600, ge=1)
+    task_soft_time_limit: int = Field(300, ge=1)
+    task_time_limit: int = Field(360, ge=1)
+    task_max_retries: int = Field(5, ge=0)
+    # Progress events of one job: at most one per this many seconds (the last always goes).
+    progress_interval_seconds: float = Field(0.25, ge=0)
+    outbox_sweep_seconds: float = Field(5.0, gt=0)
+    # The sweeper leaves younger rows to the after-commit publish of the process that wrote them.
+    outbox_sweep_age_seconds: float = Field(5.0, ge=0)
+    schedule_check_seconds: float = Field(60.0, gt=0)
+    notification_purge_seconds: float = Field(3600.0, gt=0)
+    stale_job_check_seconds: float = Field(300.0, gt=0)
+    beat_schedule_file: str = "var/celerybeat-schedule"
+    # Test hook: report building waits this long first (to kill a worker mid-report).
+    report_delay_seconds: float = Field(0.0, ge=0)
+
     @model_validator(mode="after")
     def _secret_required_outside_development(self) -> Settings:
         if self.env != "development" and len(self.jwt_secret) < 16:

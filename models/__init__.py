@@ -2,16 +2,30 @@
 
 from models.base import Base
 from models.db import engine_for, session_scope
+from models.financial import (
+    DashboardSnapshot,
+    FileParameter,
+    FileSchedule,
+    FileUpload,
+    FinancialDataRow,
+    ReportExport,
+)
 from models.notifications import Notification
 from models.outbox import OutboxEvent, enqueue
 from models.users import File, FileMember, User
 
 __all__ = [
     "Base",
+    "DashboardSnapshot",
     "File",
     "FileMember",
+    "FileParameter",
+    "FileSchedule",
+    "FileUpload",
+    "FinancialDataRow",
     "Notification",
     "OutboxEvent",
+    "ReportExport",
     "User",
     "engine_for",
     "enqueue",

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
 from models.db import session_factory
+from streams.envelope import InvalidEvent
 
 log = logging.getLogger("finrt.outbox")
 
 _INFO_KEY = "finrt_outbox_channels"
+REFUSED = "refused"  # event_id of a row that can never be published
 
 
 class OutboxEvent(Base):
@@ -68,6 +70,8 @@ def enqueue(
 
 @event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint was released; the commit comes later
+        return
     channels: set[str] | None = session.info.pop(_INFO_KEY, None)
     if not channels:
         return
@@ -81,7 +85,8 @@ def _publish_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_on_rollback(session: Session) -> None:
-    session.info.pop(_INFO_KEY, None)
+    if not session.in_nested_transaction():
+        session.info.pop(_INFO_KEY, None)
 
 
 def _publish_rows(session: Session, rows: list[OutboxEvent]) -> int:
@@ -91,9 +96,14 @@ def _publish_rows(session: Session, rows: list[OutboxEvent]) -> int:
     done = 0
     for row in rows:
         row.attempts += 1
-        event_id = publisher.publish(
-            row.channel, row.type, orjson.loads(row.data), row.key, dedupe=row.token
-        )
+        try:
+            event_id = publisher.publish(
+                row.channel, row.type, orjson.loads(row.data), row.key, dedupe=row.token
+            )
+        except InvalidEvent as exc:
+            # It can never be published (e.g. too large): set it aside, do not block the rest.
+            log.error("outbox row %s refused for good: %s", row.id, exc)
+            event_id = REFUSED
         session.execute(
             update(OutboxEvent)
             .where(OutboxEvent.id == row.id)

@@ -1,11 +1,44 @@
-"""``finrt worker`` and ``finrt beat``."""
+"""``finrt worker`` and ``finrt beat``: Celery with this project's app and defaults.
+
+Extra arguments go to celery (``finrt worker -B -c 4``); they override the defaults here.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+log = logging.getLogger("finrt.workers")
+
+
+def _prepare() -> tuple[str, str]:
+    from finrt.settings import get_settings
+
+    s = get_settings()
+    if s.celery_visibility_timeout <= s.task_time_limit:
+        log.warning(
+            "FINRT_CELERY_VISIBILITY_TIMEOUT (%ss) is not above FINRT_TASK_TIME_LIMIT (%ss): "
+            "a long task may be handed to a second worker while the first still runs",
+            s.celery_visibility_timeout,
+            s.task_time_limit,
+        )
+    Path(s.beat_schedule_file).parent.mkdir(parents=True, exist_ok=True)
+    return s.log_level, s.beat_schedule_file
+
+
+def _run(argv: list[str]) -> None:
+    from workers.celery_app import app
+
+    code = app.start(argv)
+    if code:
+        raise SystemExit(code)
+
 
 def run_worker(args: list[str]) -> None:
-    raise SystemExit("the Celery worker is not available yet")
+    level, _ = _prepare()
+    _run(["worker", "--loglevel", level, *args])
 
 
 def run_beat(args: list[str]) -> None:
-    raise SystemExit("the Celery beat scheduler is not available yet")
+    level, schedule = _prepare()
+    _run(["beat", "--loglevel", level, "--schedule", schedule, *args])

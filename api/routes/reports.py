@@ -1,7 +1,156 @@
-"""Reports endpoints."""
+"""Reports: request one, follow its status, download it."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.access import Forbidden, NotFound
+from api.deps import CurrentUser, SettingsDep, StateDep
+from api.errors import forbidden, not_found
+from api.routes.files import FileIdPath, reader_file
+from domain.reports import REPORT_CONTENT_TYPES
+from finrt.settings import Settings
+from models import File, ReportExport, session_scope
+from services import reports as service
+from workers.enqueue import send_generate_report
+
+log = logging.getLogger("finrt.api.reports")
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
+
+ReportIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="the report's id")]
+
+
+class ReportCreate(BaseModel):
+    format: Literal["csv", "xlsx", "pdf"]
+
+
+class ReportAccepted(BaseModel):
+    report_id: int
+    job_id: str
+
+
+class ReportPublic(BaseModel):
+    id: int
+    file_id: int
+    format: str
+    status: Literal["queued", "running", "ready", "failed"]
+    job_id: str
+    requested_by: str
+    scheduled: bool
+    error: str | None
+    size_bytes: int | None
+    download_url: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+class ReportList(BaseModel):
+    reports: list[ReportPublic]
+
+
+def _report(session: Session, user_id: str, report_id: int) -> tuple[ReportExport, File]:
+    try:
+        return service.report_for_reader(session, user_id, report_id)
+    except NotFound as exc:
+        raise not_found(str(exc)) from exc
+    except Forbidden as exc:
+        raise forbidden(str(exc)) from exc
+
+
+def _create(s: Settings, user_id: str, file_id: str, fmt: str) -> tuple[int, str]:
+    with session_scope(s.database_url) as session:
+        file = reader_file(session, user_id, file_id)
+        try:
+            report = service.request_report(session, file, user_id, fmt, str(uuid.uuid4()))
+        except service.FileNotReady as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return report.id, report.job_id
+
+
+@router.post(
+    "/files/{file_id}/reports",
+    status_code=202,
+    responses={
+        403: {},
+        404: {},
+        409: {"description": "the file is not processed"},
+        503: {"description": "the task queue is unreachable"},
+    },
+)
+async def request_report(
+    file_id: FileIdPath, body: ReportCreate, state: StateDep, principal: CurrentUser
+) -> ReportAccepted:
+    """Request a report (owner or member); ``report_status`` events follow on the file's
+    channel and the caller's."""
+    s = state.settings
+    report_id, job_id = await run_in_threadpool(_create, s, principal.user_id, file_id, body.format)
+    try:
+        await run_in_threadpool(send_generate_report, s, report_id, job_id)
+    except Exception:
+        log.exception("could not queue report %s", report_id)
+        reason = "the task queue was unreachable"
+        await run_in_threadpool(service.fail_report, s.database_url, report_id, reason, False)
+        raise HTTPException(503, "the task queue is unreachable; try again shortly") from None
+    return ReportAccepted(report_id=report_id, job_id=job_id)
+
+
+@router.get("/files/{file_id}/reports", responses={403: {}, 404: {}})
+def list_reports(file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser) -> ReportList:
+    """The file's reports, newest first."""
+    with session_scope(settings.database_url) as session:
+        file = reader_file(session, principal.user_id, file_id)
+        found = session.scalars(
+            select(ReportExport)
+            .where(ReportExport.file_id == file.id)
+            .order_by(ReportExport.id.desc())
+            .limit(100)
+        )
+        return ReportList(reports=[ReportPublic(**service.report_public(r)) for r in found])
+
+
+@router.get("/reports/{report_id}", responses={403: {}, 404: {}})
+def get_report(
+    report_id: ReportIdPath, settings: SettingsDep, principal: CurrentUser
+) -> ReportPublic:
+    """A report's status (``queued``, ``running``, ``ready``, ``failed``)."""
+    with session_scope(settings.database_url) as session:
+        report, _file = _report(session, principal.user_id, report_id)
+        return ReportPublic(**service.report_public(report))
+
+
+@router.get(
+    "/reports/{report_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {t: {} for t in REPORT_CONTENT_TYPES.values()}},
+        403: {},
+        404: {},
+        409: {"description": "not ready yet"},
+        410: {"description": "the stored file is gone"},
+    },
+)
+def download_report(
+    report_id: ReportIdPath, settings: SettingsDep, principal: CurrentUser
+) -> FileResponse:
+    """The finished report file."""
+    with session_scope(settings.database_url) as session:
+        report, file = _report(session, principal.user_id, report_id)
+        if report.status != "ready":
+            raise HTTPException(409, f"the report is {report.status}, not ready")
+        path = service.stored_path(settings.reports_dir, report)
+        filename = service.download_name(file.name, report)
+        media_type = REPORT_CONTENT_TYPES[report.format]
+    if path is None or not path.is_file():
+        raise HTTPException(410, "the report file is gone; request a new report")
+    return FileResponse(path, media_type=media_type, filename=filename)

@@ -1,0 +1,300 @@
+"""Processing an uploaded file (the body of the ``finrt.process_file`` task).
+
+Parsing runs outside any transaction, so a large file holds no database lock; then one
+transaction stores the rows, the dashboard snapshot, the file's status and counts, their
+events (through the outbox) and the owner's notifications. Running it again after a crash is
+safe: a finished file is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert
+from sqlalchemy.orm import Session
+
+from domain.csv_import import CsvRejected, FinancialRow, ParseResult, RowError, parse_csv
+from domain.metrics import Dashboard, build_dashboard, period_sort_key
+from models import File, FileUpload, FinancialDataRow, enqueue, session_scope
+from models.base import utcnow
+from services.files import (
+    MAX_EVENT_POINTS,
+    enqueue_dashboard_events,
+    file_channel,
+    load_parameters,
+    lock_snapshot,
+    stored_dashboard,
+    user_channel,
+)
+from services.notifications import create_notification
+
+__all__ = ["MAX_ISSUES_LISTED", "ProcessOutcome", "fail_processing", "process_upload"]
+
+# Row errors carried in a data_quality_issue notification, and quoted in its message.
+MAX_ISSUES_LISTED = 50
+MAX_ISSUES_IN_MESSAGE = 5
+_ROWS_PER_INSERT = 5000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """``status``: processed, failed, or skipped (missing, or finished by an earlier run)."""
+
+    status: str
+    rows_ok: int = 0
+    rows_bad: int = 0
+
+
+def _job_event(job_id: str, file_id: int, status: str, percent: int) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "kind": "process_file",
+        "file_id": file_id,
+        "status": status,
+        "percent": percent,
+    }
+
+
+def _progress_event(status: str, processed: int, total: int, percent: int) -> dict[str, Any]:
+    return {"status": status, "processed": processed, "total": total, "percent": percent}
+
+
+def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
+    """Mark the file processing; its bytes and owner, or None when there is nothing to do."""
+    with session_scope(url) as session:
+        file = session.get(File, file_id)
+        if file is None or file.status in ("processed", "failed"):
+            return None
+        upload = session.get(FileUpload, file_id)
+        if upload is None or upload.content is None:
+            return None
+        # Set even when already "processing" (a redelivered task): the stale-job check
+        # measures from here.
+        file.status, file.updated_at = "processing", utcnow()
+        enqueue(
+            session,
+            file_channel(file_id),
+            "file_processing",
+            _progress_event("processing", 0, 0, 0),
+            key="file_processing",
+        )
+        return upload.content, file.owner_id
+
+
+def process_upload(
+    url: str,
+    file_id: int,
+    job_id: str,
+    *,
+    max_bytes: int,
+    max_rows: int,
+    on_progress: Progress | None = None,
+) -> ProcessOutcome:
+    """Parse the stored upload and, in one transaction, store its rows, the dashboard, the
+    file's status and counts, their events and the owner's notifications.
+
+    Safe to run again (a task redelivered after a crash): a finished file is left alone.
+    """
+    started = _start(url, file_id, job_id)
+    if started is None:
+        return ProcessOutcome("skipped")
+    content, _owner = started
+    try:
+        result = parse_csv(content, max_bytes=max_bytes, max_rows=max_rows, on_progress=on_progress)
+    except CsvRejected as exc:
+        done = fail_processing(url, file_id, job_id, exc.reason)
+        return ProcessOutcome("failed" if done else "skipped")
+    with session_scope(url) as session:
+        snapshot = lock_snapshot(session, file_id)
+        file = session.get(File, file_id, populate_existing=True)
+        if file is None or file.status != "processing":
+            return ProcessOutcome("skipped")
+        if not result.rows:
+            _finish_failed(session, file, job_id, _nothing_usable(result), result.errors)
+            return ProcessOutcome("failed", 0, len(result.errors))
+        _store_rows(session, file_id, result.rows)
+        dashboard = build_dashboard(result.rows, load_parameters(session, file_id))
+        old = stored_dashboard(snapshot)
+        snapshot.data = dashboard.to_json()
+        _finish_processed(session, file, job_id, result, dashboard, old)
+        return ProcessOutcome("processed", len(result.rows), len(result.errors))
+
+
+def _store_rows(session: Session, file_id: int, rows: Sequence[FinancialRow]) -> None:
+    session.execute(delete(FinancialDataRow).where(FinancialDataRow.file_id == file_id))
+    batch: list[dict[str, Any]] = []
+    for position, row in enumerate(rows):
+        batch.append(
+            {
+                "file_id": file_id,
+                "position": position,
+                "period": row.period,
+                "statement": row.statement,
+                "line_item": row.line_item,
+                "amount": format(row.amount, "f"),
+                "currency": row.currency,
+            }
+        )
+        if len(batch) >= _ROWS_PER_INSERT:
+            session.execute(insert(FinancialDataRow), batch)
+            batch = []
+    if batch:
+        session.execute(insert(FinancialDataRow), batch)
+
+
+def _summary(file: File, result: ParseResult, dashboard: Dashboard) -> dict[str, Any]:
+    periods = sorted({row.period for row in result.rows}, key=period_sort_key)
+    total_periods = len(periods)
+    statements: dict[str, int] = {}
+    for row in result.rows:
+        statements[row.statement] = statements.get(row.statement, 0) + 1
+    return {
+        "file_id": file.id,
+        "status": "processed",
+        "currency": dashboard.currency,
+        "periods": periods[-MAX_EVENT_POINTS:],
+        "periods_total": total_periods,
+        "rows_total": result.total_lines,
+        "rows_ok": len(result.rows),
+        "rows_bad": len(result.errors),
+        "rows_by_statement": statements,
+    }
+
+
+def _finish_processed(
+    session: Session,
+    file: File,
+    job_id: str,
+    result: ParseResult,
+    dashboard: Dashboard,
+    old: Dashboard | None,
+) -> None:
+    total, ok, bad = result.total_lines, len(result.rows), len(result.errors)
+    file.status, file.error = "processed", None
+    file.rows_total, file.rows_ok, file.rows_bad = total, ok, bad
+    upload = session.get(FileUpload, file.id)
+    if upload is not None:
+        upload.content = None  # the rows are stored; the raw bytes are no longer needed
+    channel = file_channel(file.id)
+    enqueue(
+        session,
+        channel,
+        "file_processing",
+        _progress_event("processed", total, total, 100),
+        key="file_processing",
+    )
+    enqueue(
+        session, channel, "financial_data_update", _summary(file, result, dashboard), "financial"
+    )
+    enqueue_dashboard_events(session, file.id, old, dashboard)
+    enqueue(
+        session,
+        user_channel(file.owner_id),
+        "job_progress",
+        _job_event(job_id, file.id, "processed", 100),
+        key=f"job:{job_id}",
+    )
+    message = f"{ok} of {total} rows imported" + (f"; {bad} refused." if bad else ".")
+    create_notification(
+        session,
+        file.owner_id,
+        "file_processed",
+        f"{file.name} is processed",
+        message,
+        data={
+            "file_id": file.id,
+            "job_id": job_id,
+            "rows_total": total,
+            "rows_ok": ok,
+            "rows_bad": bad,
+        },
+        dedupe_key=f"file_processed:{file.id}",
+    )
+    if bad:
+        rows = "row" if bad == 1 else "rows"
+        create_notification(
+            session,
+            file.owner_id,
+            "data_quality_issue",
+            f"{bad} {rows} refused in {file.name}",
+            _issues_message(result.errors),
+            data=_issues_data(file.id, result.errors),
+            priority="high",
+            dedupe_key=f"data_quality_issue:{file.id}",
+        )
+
+
+def _issues_message(errors: Sequence[RowError]) -> str:
+    parts = [f"line {e.line}: {e.reason}" for e in errors[:MAX_ISSUES_IN_MESSAGE]]
+    more = len(errors) - len(parts)
+    return "; ".join(parts) + (f"; and {more} more." if more else ".")
+
+
+def _issues_data(file_id: int, errors: Sequence[RowError]) -> dict[str, Any]:
+    return {
+        "file_id": file_id,
+        "rows_bad": len(errors),
+        "issues": [
+            {"line": e.line, "reason": e.reason, "raw": e.raw} for e in errors[:MAX_ISSUES_LISTED]
+        ],
+        "truncated": len(errors) > MAX_ISSUES_LISTED,
+    }
+
+
+def _nothing_usable(result: ParseResult) -> str:
+    if result.total_lines == 0:
+        return "the file has a header but no data rows"
+    return f"none of the {result.total_lines} data rows is valid"
+
+
+def _finish_failed(
+    session: Session, file: File, job_id: str, reason: str, errors: Sequence[RowError] = ()
+) -> None:
+    file.status, file.error = "failed", reason[:2000]
+    if errors:
+        file.rows_total, file.rows_ok, file.rows_bad = len(errors), 0, len(errors)
+    enqueue(
+        session,
+        file_channel(file.id),
+        "file_processing",
+        _progress_event("failed", 0, file.rows_total, 100) | {"error": file.error},
+        key="file_processing",
+    )
+    enqueue(
+        session,
+        user_channel(file.owner_id),
+        "job_progress",
+        _job_event(job_id, file.id, "failed", 100) | {"error": file.error},
+        key=f"job:{job_id}",
+    )
+    message = reason + (f" ({_issues_message(errors)})" if errors else "")
+    data: dict[str, Any] = {"file_id": file.id, "job_id": job_id, "error": reason}
+    if errors:
+        data |= _issues_data(file.id, errors)
+    create_notification(
+        session,
+        file.owner_id,
+        "error_alert",
+        f"{file.name} could not be processed",
+        message,
+        data=data,
+        priority="high",
+        dedupe_key=f"file_failed:{file.id}",
+    )
+
+
+def fail_processing(url: str, file_id: int, job_id: str, reason: str) -> bool:
+    """Mark an unfinished file failed and tell its owner; False if it had already finished."""
+    with session_scope(url) as session:
+        if session.get(File, file_id) is None:
+            return False
+        lock_snapshot(session, file_id)
+        file = session.get(File, file_id, populate_existing=True)
+        if file is None or file.status in ("processed", "failed"):
+            return False
+        _finish_failed(session, file, job_id, reason)
+        return True
