@@ -43,18 +43,20 @@ class StreamFrontDoor:
         if path not in ("/api/v1/stream", "/api/v1/stream/notifications") and match is None:
             await self.app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex[:16]
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
+        rid = given or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         try:
-            response = await self._open(scope, path, match)
-        except HTTPException as exc:
-            response = JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-            )
+            try:
+                response = await self._open(scope, path, match)
+            except HTTPException as exc:
+                response = JSONResponse(
+                    {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                )
+            response.raw_headers.append((b"x-request-id", rid.encode("latin-1")))
+            await response(scope, receive, send)
         finally:
             request_id.reset(token)
-        response.raw_headers.append((b"x-request-id", rid.encode()))
-        await response(scope, receive, send)
 
     async def _open(self, scope: Scope, path: str, match: re.Match[str] | None) -> Response:
         state: AppState = self.app.state.finrt

@@ -106,13 +106,21 @@ class Event:
     envelope: bytes
     sse: bytes | None = field(default=None)
     sse_body: bytes | None = field(default=None)
+    # Kept unparsed: the hub parses it only for the one event per flush it samples for lag.
+    created_at: str = ""
 
     @classmethod
     def from_envelope(cls, envelope: bytes) -> Event:
         doc = orjson.loads(envelope)
         event_id = doc["id"]
         return cls(
-            event_id, parse_id(event_id), doc["channel"], doc["type"], doc.get("key"), envelope
+            event_id,
+            parse_id(event_id),
+            doc["channel"],
+            doc["type"],
+            doc.get("key"),
+            envelope,
+            created_at=doc.get("created_at", ""),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,115 @@
+"""``GET /metrics``: Prometheus text for this process's streams and the fleet's Celery tasks.
+
+Stream series are per process (scrape every API replica, not the load balancer); task series
+come from Redis, where every worker counts them, so each replica reports the same fleet-wide
+figures (aggregate them with ``max``, not ``sum``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from api.deps import StateDep
+from streams.metrics import HubCollector
+from workers.metrics import TaskDurations, durations_key, parse_durations
+from workers.outcomes import outcomes_key
+
+log = logging.getLogger("finrt.api.metrics")
+
+router = APIRouter(tags=["operations"])
+
+# A scrape must answer even when Redis does not: the task series are then left out.
+REDIS_READ_TIMEOUT_SECONDS = 1.0
+
+
+class TaskCollector(Collector):
+    """Task outcomes and durations, as read from Redis for this scrape."""
+
+    def __init__(
+        self,
+        outcomes: dict[tuple[str, str], int] | None,
+        durations: dict[str, TaskDurations] | None,
+    ) -> None:
+        self.outcomes, self.durations = outcomes, durations
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "finrt_task_metrics_up",
+            "1 when this scrape could read the task counters from Redis.",
+            value=0 if self.outcomes is None else 1,
+        )
+        if self.outcomes is None or self.durations is None:
+            return
+        outcomes = CounterMetricFamily(
+            "finrt_tasks",
+            "Celery task runs by outcome (success, failure, retry), fleet-wide.",
+            labels=["task", "outcome"],
+        )
+        for (task, outcome), value in sorted(self.outcomes.items()):
+            outcomes.add_metric([task, outcome], value)
+        yield outcomes
+        durations = HistogramMetricFamily(
+            "finrt_task_duration_seconds",
+            "Celery task run time (each attempt), fleet-wide.",
+            labels=["task"],
+        )
+        for task, found in sorted(self.durations.items()):
+            durations.add_metric([task], found.buckets(), sum_value=found.sum)
+        yield durations
+
+
+def _outcomes(raw: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for field, value in raw.items():
+        task, _, outcome = field.decode().rpartition(":")
+        out[(task, outcome)] = int(value)
+    return out
+
+
+async def _read_tasks(
+    state: StateDep,
+) -> tuple[dict[tuple[str, str], int] | None, dict[str, TaskDurations] | None]:
+    prefix = state.settings.redis_prefix
+    try:
+        async with asyncio.timeout(REDIS_READ_TIMEOUT_SECONDS):
+            pipe = state.redis.pipeline(transaction=False)
+            pipe.hgetall(outcomes_key(prefix))
+            pipe.hgetall(durations_key(prefix))
+            outcomes, durations = await pipe.execute()
+    except Exception as exc:
+        log.warning("task metrics not read from Redis: %s", type(exc).__name__)
+        return None, None
+    return _outcomes(outcomes), parse_durations(durations)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: streams of this process, Celery tasks of the fleet."""
+    outcomes, durations = await _read_tasks(state)
+    # A registry per scrape: nothing global, and every value is read as of this request.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(state.hub))
+    registry.register(TaskCollector(outcomes, durations))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,171 @@
+"""The ``finrt`` console script, run for real: clear errors (never a traceback) for a bad or
+unreachable Redis or database and a bad token, and ``tail --from``'s progress bar."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from finrt.embedded_redis import free_port
+from finrt.settings import get_settings
+from streams.publish import Publisher, publish
+from tests.support import BIN, ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+FINRT = str(BIN / "finrt")
+
+
+def run(base_env: dict[str, str], *args: str, timeout: float = 30, **overrides: str):
+    full = dict(base_env)
+    full.update({f"FINRT_{k.upper()}": v for k, v in overrides.items()})
+    return subprocess.run(
+        [FINRT, *args], env=full, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT)
+    )
+
+
+def assert_clear_error(result, code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("publish", "user:x", "greeting", "{}"),
+        ("tail", "user:x"),
+        ("tail", "user:x", "--from", "1-0"),
+    ],
+    ids=["publish", "tail", "tail-from"],
+)
+def test_a_bad_redis_url_is_a_clear_error(env, args):
+    result = run(env, *args, redis_url="nonsense")
+    assert_clear_error(result, 2, "FINRT_REDIS_URL is not a Redis URL", "'nonsense'")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("publish", "user:x", "greeting", "{}"),
+        ("tail", "user:x"),
+        ("tail", "user:x", "--from", "1-0"),
+    ],
+    ids=["publish", "tail", "tail-from"],
+)
+def test_an_unreachable_redis_is_a_clear_error_that_hides_the_password(env, args):
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    result = run(env, *args, redis_url=url)
+    assert time.monotonic() - started < 20
+    assert_clear_error(result, 1, "Redis is not reachable at redis://:***@127.0.0.1:")
+    assert "hunter2secret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("migrate",), ("notify", "bob", "--type", "system_update", "--title", "t", "--message", "m")],
+    ids=["migrate", "notify"],
+)
+def test_an_unreachable_or_bad_database_is_a_clear_error(env, args):
+    down = f"postgresql+psycopg://nobody:pw0rd@127.0.0.1:{free_port()}/none"
+    result = run(env, *args, database_url=down)
+    assert_clear_error(result, 1, "database not reachable", "Connection refused")
+    assert "pw0rd" not in result.stderr
+    result = run(env, *args, database_url="nonsense")
+    assert_clear_error(result, 1, "FINRT_DATABASE_URL is not a database URL")
+
+
+def test_bad_token_input_is_a_clear_error(env):
+    assert_clear_error(run(env, "token", "not a user!"), 2, "user id must be")
+    result = run(env, "token", "bob", env="production", jwt_secret="short")
+    assert_clear_error(result, 2, "configuration error", "FINRT_JWT_SECRET")
+    good = run(env, "token", "bob", "--scope", "publish")
+    assert good.returncode == 0 and good.stdout.count(".") == 2
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
+
+
+def test_tail_from_shows_a_progress_bar_on_a_terminal_then_follows_live(env, user):
+    s = get_settings()
+    channel = f"file:tail{uuid.uuid4().hex[:8]}"
+    anchor = publish(channel, "metric_update", {"n": -1})
+    client = redis.Redis.from_url(s.redis_url)
+    publisher = Publisher(client, s.redis_prefix, maxlen=10_000)
+    ids = [publisher.publish(channel, "metric_update", {"n": n}) for n in range(3000)]
+    # The history goes to stdout (a pipe); the bar to stderr, a terminal.
+    master, slave = pty.openpty()
+    output = bytearray()
+    drainer = threading.Thread(target=_drain, args=(master, output), daemon=True)
+    drainer.start()
+    full = dict(env, FINRT_HISTORY_MAXLEN="10000")
+    process = subprocess.Popen(
+        [FINRT, "tail", channel, "--from", anchor],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        cwd=str(ROOT),
+    )
+    os.close(slave)
+    try:
+        assert process.stdout is not None
+        got = [process.stdout.readline() for _ in range(3000)]
+        assert [line.split('"', 4)[3] for line in got] == ids
+        live = publish(channel, "metric_update", {"n": 3000})
+        assert process.stdout.readline().split('"', 4)[3] == live
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+        client.close()
+    drainer.join(5)
+    os.close(master)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    assert process.returncode == 0
+    assert "Traceback" not in shown
+    assert "history" in shown and "%" in shown
+    assert "3,000 events of history; now following live" in shown
+
+
+def test_tail_into_a_closed_pipe_ends_quietly(env, user):
+    channel = f"user:{user}"
+    anchor = publish(channel, "job_progress", {"n": -1})
+    for n in range(600):
+        publish(channel, "job_progress", {"n": n})
+    process = subprocess.Popen(
+        [FINRT, "tail", channel, "--from", anchor],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()  # as `finrt tail ... | head -1` does
+    try:
+        process.wait(15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert b"Traceback" not in process.stderr.read()
+    assert process.returncode == 0
