@@ -1,0 +1,258 @@
+// The dashboard page: wires the token, the one event connection, and the page's parts.
+//
+// Order of a file's data: the dashboard snapshot first, then the stream from the snapshot's
+// position (`last_event_id`), so no change between the two is missed. The user's channel has
+// no position in its snapshot (the notification list), so it is opened from "now" and the list
+// is read once the stream is open. A `reset` refetches the channel's snapshot; events arriving
+// meanwhile wait and are applied after it.
+import { createApi } from "./api.js";
+import { claimsOf, forgetToken, takeToken } from "./auth.js";
+import { MetricCards } from "./cards.js";
+import { LineChart } from "./chart.js";
+import { compareIds, EventConnection } from "./connection.js";
+import { FilePanel } from "./files.js";
+import { schedule, stats } from "./frame.js";
+import { Inbox } from "./inbox.js";
+import { ReportPanel } from "./reports.js";
+
+const $ = (id) => document.getElementById(id);
+window.finrt = { stats };
+
+const banner = $("banner");
+function showBanner(text) {
+  banner.textContent = text;
+  banner.hidden = !text;
+}
+
+// -- the connection indicator ------------------------------------------------------------------
+
+const indicator = $("connection");
+const indicatorText = $("connection-text");
+const countdownText = $("connection-countdown");
+const retryButton = $("connection-retry");
+let indicatorStatus = { state: "connecting" };
+let countdown = null;
+
+function renderIndicator() {
+  const { state, attempt, retryAt } = indicatorStatus;
+  const seconds = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
+  const texts = {
+    connecting: "Connecting…",
+    connected: "Connected",
+    reconnecting: `Reconnecting (attempt ${attempt})…`,
+    offline: `Offline (attempt ${attempt})`,
+    polling: "Connected by polling: the live stream is unavailable",
+    expired: "Session expired",
+  };
+  indicator.dataset.state = state;
+  const text = texts[state] || state;
+  // Only the state is announced (aria-live); the countdown ticks silently beside it.
+  if (indicatorText.textContent !== text) indicatorText.textContent = text;
+  countdownText.textContent = state === "offline" && seconds ? `retrying in ${seconds} s` : "";
+  retryButton.hidden = !(state === "offline" || (state === "reconnecting" && attempt >= 2));
+  stats.state = state;
+  stats.attempt = attempt || 0;
+  if (indicatorStatus.channels) stats.channels = indicatorStatus.channels;
+}
+
+function onStatus(status) {
+  indicatorStatus = status;
+  clearInterval(countdown);
+  countdown = null;
+  if (status.state === "offline") countdown = setInterval(renderIndicator, 1000);
+  renderIndicator();
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+const token = takeToken();
+const claims = token ? claimsOf(token) : null;
+
+if (!claims) {
+  onStatus({ state: "expired" });
+  indicatorText.textContent = "Not signed in";
+  showBanner(
+    "This page needs a token: open it from the link that `make run` prints (it ends in ?token=…), " +
+      "or add ?token=<your token> to the address.",
+  );
+} else {
+  start(claims.sub);
+}
+
+function start(userId) {
+  const userChannel = `user:${userId}`;
+  let expired = false;
+  let conn = null;
+
+  function expire() {
+    if (expired) return;
+    expired = true;
+    forgetToken();
+    conn?.stop();
+    onStatus({ state: "expired" });
+    showBanner("Your session has expired. Open the dashboard again from a fresh link.");
+    for (const control of document.querySelectorAll("form button, form input, form select")) control.disabled = true;
+  }
+
+  const api = createApi(token, expire);
+  const reportError = (text) => showBanner(text);
+
+  const cards = new MetricCards({ root: $("cards"), empty: $("cards-empty"), toggle: $("cards-toggle"), state: $("cards-state") });
+  const chart = new LineChart({ svg: $("chart"), legend: $("chart-legend"), summary: $("chart-summary"), toggle: $("chart-toggle"), state: $("chart-state") });
+  const inbox = new Inbox({
+    api,
+    bell: $("bell"),
+    badge: $("bell-badge"),
+    panel: $("inbox"),
+    list: $("inbox-list"),
+    empty: $("inbox-empty"),
+    more: $("inbox-more"),
+    markAll: $("mark-all-read"),
+    toasts: $("toasts"),
+    alerts: $("toasts-alert"),
+    onError: reportError,
+  });
+  const reports = new ReportPanel({ api, form: $("report-form"), format: $("report-format"), button: $("report-button"), list: $("reports"), onError: reportError });
+  const files = new FilePanel({
+    api,
+    select: $("file-select"),
+    info: $("file-info"),
+    processing: $("processing"),
+    processingLabel: $("processing-label"),
+    processingBar: $("processing-bar"),
+    form: $("upload-form"),
+    input: $("upload-file"),
+    status: $("upload-status"),
+    onSelect: (id) => selectFile(id),
+    onUploaded: (id, position) => selectFile(id, position),
+    onError: reportError,
+  });
+
+  // -- the chosen file ---------------------------------------------------------------------
+
+  let fileId = null;
+  let fileBuffer = null; // events of the file that arrive while its snapshot loads
+  let choice = 0;
+  let snapshots = 0;
+
+  /** The file's snapshot; the events that arrived meanwhile are applied after it, minus those
+   * the snapshot already reflects (at or before its position). When a newer load started
+   * meanwhile (a `reset` during the load), the newer one applies them. */
+  async function loadSnapshot(id, mine) {
+    snapshots += 1;
+    const seq = snapshots;
+    if (!fileBuffer) fileBuffer = [];
+    let dashboard = null;
+    try {
+      dashboard = await api.get(`/files/${id}/dashboard`);
+    } catch (error) {
+      if (error.status !== 401 && mine === choice) reportError(`The dashboard could not be loaded: ${error.message}`);
+    }
+    if (mine !== choice || seq !== snapshots) return dashboard;
+    const waiting = fileBuffer || [];
+    fileBuffer = null;
+    if (dashboard) {
+      files.fromSnapshot(dashboard);
+      cards.reset(dashboard.metrics, dashboard.currency);
+      chart.reset(dashboard.charts, dashboard.currency);
+      reports.setReady(dashboard.status === "processed");
+    }
+    for (const envelope of waiting) {
+      if (!dashboard || compareIds(envelope.id, dashboard.last_event_id) > 0) applyFileEvent(envelope);
+    }
+    return dashboard;
+  }
+
+  async function selectFile(id, fromPosition = null) {
+    choice += 1;
+    const mine = choice;
+    fileId = id;
+    fileBuffer = null;
+    history.replaceState(history.state, "", `${location.pathname}${location.search}#file=${id}`);
+    files.choose(id);
+    cards.reset([], null);
+    chart.reset([], null);
+    reports.choose(id, false);
+    showBanner("");
+    const dashboard = await loadSnapshot(id, mine);
+    if (mine !== choice) return;
+    const channel = `file:${id}`;
+    // After an upload the stream starts before processing did, so its progress shows in full.
+    const position = fromPosition || dashboard?.last_event_id || null;
+    conn.start([userChannel, channel], { [channel]: position });
+  }
+
+  // -- events ------------------------------------------------------------------------------
+
+  function applyFileEvent({ type, data }) {
+    switch (type) {
+      case "metric_update":
+        cards.update(data);
+        break;
+      case "chart_data_update":
+        chart.update(data);
+        break;
+      case "file_processing":
+        files.progress(data);
+        reports.setReady(data.status === "processed");
+        break;
+      case "financial_data_update":
+        files.financial(data);
+        cards.setCurrency(data.currency);
+        chart.setCurrency(data.currency);
+        break;
+      case "parameter_update":
+        files.parameter(data);
+        break;
+      case "report_status":
+        reports.update(data);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onEvent(envelope) {
+    stats.events += 1;
+    stats.byType[envelope.type] = (stats.byType[envelope.type] || 0) + 1;
+    if (envelope.channel === userChannel) {
+      if (envelope.type === "job_progress") files.job(envelope.data || {});
+      else if (envelope.type === "report_status") reports.update(envelope.data);
+      else inbox.handle(envelope);
+      return;
+    }
+    if (envelope.channel !== `file:${fileId}`) return;
+    if (fileBuffer) fileBuffer.push(envelope);
+    else applyFileEvent(envelope);
+  }
+
+  function onSnapshotNeeded(channel) {
+    if (channel === userChannel) inbox.load();
+    else if (channel === `file:${fileId}`) loadSnapshot(fileId, choice);
+  }
+
+  conn = new EventConnection({ api, onEvent, onSnapshotNeeded, onStatus, onExpired: expire });
+  retryButton.addEventListener("click", () => conn.retryNow());
+  window.addEventListener("beforeunload", () => conn.stop());
+  schedule(inbox.render);
+
+  // The file list first; while the API does not answer, the connection (user channel only)
+  // shows its back-off, and the list is asked for again.
+  (async function loadFiles(attempt = 0) {
+    let list;
+    try {
+      list = await files.load();
+    } catch (error) {
+      if (error.status === 401) return;
+      if (attempt === 0) conn.start([userChannel]);
+      if (error.status !== 0) reportError(`Your files could not be loaded: ${error.message}`);
+      setTimeout(() => loadFiles(attempt + 1), Math.min(30000, 1000 * 2 ** attempt));
+      return;
+    }
+    showBanner("");
+    const wanted = Number(/#file=(\d+)/.exec(location.hash)?.[1]);
+    const first = list.find((f) => f.id === wanted) || list[0];
+    if (first) selectFile(first.id);
+    else if (attempt === 0) conn.start([userChannel]);
+  })();
+}
