@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     # Under load a flush is delayed up to this long so that one write carries many events.
     coalesce_ms: float = Field(20.0, ge=0)
     ticket_ttl_seconds: int = Field(60, ge=1)
-    public_url: str = "http://127.0.0.1:8000"
     log_json: bool = False
     log_level: str = "INFO"
 
