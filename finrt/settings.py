@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
-    # Producers (uploads, reports, Celery); see docs/producers.md.
+    # Producers (uploads, reports, Celery); see the README, "Files, dashboards and reports".
     upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
     upload_max_rows: int = Field(100_000, ge=1)
     reports_dir: str = "var/reports"
