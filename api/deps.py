@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -61,11 +62,22 @@ async def known_user(state: AppState, principal: Principal) -> Principal:
 
 
 def principal_from_token(state: AppState, token: str) -> Principal:
+    """The token's principal. Verified tokens are remembered until they expire, so a client
+    that reconnects (or a page with several tabs) is not verified again each time."""
+    cached = state.tokens.get(token)
+    if cached is not None:
+        if cached.expires_at > time.time():
+            return cached
+        del state.tokens[token]
     s = state.settings
     try:
-        return decode_token(token, s.jwt_secret, s.jwt_algorithm)
+        principal = decode_token(token, s.jwt_secret, s.jwt_algorithm)
     except AuthError as exc:
         raise unauthorized(str(exc)) from exc
+    if len(state.tokens) >= 10_000:
+        state.tokens.clear()
+    state.tokens[token] = principal
+    return principal
 
 
 async def current_user(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from api.access import AccessCache
+from api.auth import Principal
 from finrt.settings import Settings
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
@@ -19,3 +20,4 @@ class AppState:
     hub: Hub
     publisher: AsyncPublisher
     access: AccessCache = field(default_factory=AccessCache)
+    tokens: dict[str, Principal] = field(default_factory=dict)
