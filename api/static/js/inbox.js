@@ -49,7 +49,7 @@ export class Inbox {
     this.bell.setAttribute("aria-expanded", String(open));
     if (open) {
       this.#renderList();
-      this.panel.querySelector("button:not([hidden])")?.focus();
+      this.panel.querySelector("button:not([hidden]):not(:disabled)")?.focus();
     }
   }
 

@@ -72,6 +72,9 @@ export class ReportPanel {
       const slower = data.status === "running" && known.status === "running" && (data.percent ?? 0) < (known.percent ?? 0);
       if (older || slower) return;
     }
+    // The same news comes on two channels: the second copy changes nothing (and must not
+    // replace a download link under the user's pointer).
+    if (known && known.status === data.status && (known.percent ?? null) === (data.percent ?? known.percent ?? null)) return;
     const report = { ...known, ...data };
     this.reports.set(data.report_id, report);
     this.#render(report);
