@@ -1,4 +1,4 @@
-# One entry point for every habit: run, test, lint, bench, soak.
+# One entry point for every habit: run, test, lint, bench.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
