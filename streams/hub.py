@@ -206,6 +206,11 @@ class Hub:
             try:
                 await asyncio.wait_for(asyncio.shield(asyncio.gather(*pending)), timeout)
             except TimeoutError as exc:
+                now = time.monotonic()
+                for name in channels:  # let the idle sweep drop what nobody uses
+                    ch = self._channels.get(name)
+                    if ch is not None and not ch.subscribers:
+                        ch.idle_since = now
                 raise HubUnavailable("Redis is not reachable") from exc
         for name in channels:
             sub.positions.setdefault(name, (0, 0))
