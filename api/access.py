@@ -63,7 +63,8 @@ def ensure_user(session: Session, user_id: str) -> None:
 
 
 def parse_file_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() also accepts "\u00b2" (int() refuses it) and Arabic-Indic digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound("no such file")
     return int(raw)
 

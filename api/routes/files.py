@@ -151,7 +151,7 @@ async def _read_upload(request: Request, s: Settings) -> tuple[str, bytes]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send the CSV as multipart/form-data, in the field 'file'")
     declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit():
+    if declared is None or not (declared.isascii() and declared.isdigit()):
         raise HTTPException(411, "the upload needs a Content-Length header")
     too_large = f"the file is too large; the limit is {s.upload_max_bytes} bytes"
     if int(declared) > s.upload_max_bytes + UPLOAD_OVERHEAD_BYTES:
