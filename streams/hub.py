@@ -24,7 +24,7 @@ from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.metrics import DeliveryLag
-from streams.subscriber import PING, WS, Subscriber, sse_body
+from streams.subscriber import PING, WS, Subscriber
 
 log = logging.getLogger("finrt.hub")
 
@@ -163,11 +163,9 @@ class Hub:
     def open_streams(self) -> int:
         return len(self._subscribers)
 
-    def streams_by_kind(self) -> dict[str, int]:
-        counts = {"sse": 0, "websocket": 0}
-        for sub in self._subscribers:
-            counts["websocket" if sub.kind == WS else "sse"] += 1
-        return counts
+    def subscribers(self) -> list[Subscriber]:
+        """The open streams (a copy: for metrics and operators, not the hot path)."""
+        return list(self._subscribers)
 
     @property
     def subscribed_channels(self) -> int:
@@ -566,4 +564,4 @@ class Hub:
                     )
 
 
-__all__ = ["Hub", "HubUnavailable", "TooManyStreams", "sse_body"]
+__all__ = ["Hub", "HubUnavailable", "TooManyStreams"]

@@ -75,7 +75,7 @@ def connections_by_kind(hub: Hub) -> dict[tuple[str, str], int]:
     (``user``, ``file``; ``mixed`` for a connection on both, ``none`` for a WebSocket that has
     not subscribed yet). The counts add up to the open streams."""
     counts: dict[tuple[str, str], int] = {}
-    for sub in hub._subscribers:  # a scrape walks them once; nothing is kept per connection
+    for sub in hub.subscribers():  # a scrape walks them once; nothing is kept per connection
         kinds = {name.partition(":")[0] for name in sub.positions}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
         key = ("websocket" if sub.kind == WS else "sse", kind)
