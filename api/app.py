@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import ws
 from api.front import StreamFrontDoor
+from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
@@ -39,7 +40,7 @@ def build_state(settings: Settings) -> AppState:
     client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
-    return AppState(settings, client, hub, publisher)
+    return AppState(settings, client, hub, publisher, RateLimits(client, settings))
 
 
 async def _close_streams_on_exit(state: AppState) -> None:

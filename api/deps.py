@@ -92,6 +92,18 @@ async def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The bearer token as sent, for the per-token rate limits (api/limits.py)."""
+    if credentials is None:
+        raise unauthorized("missing bearer token")
+    return credentials.credentials
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
 async def stream_user(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

@@ -1,4 +1,5 @@
-"""What one API process holds for its lifetime: settings, Redis, the hub, a publisher."""
+"""What one API process holds for its lifetime: settings, Redis, the hub, a publisher, the
+rate limits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import redis.asyncio as aioredis
 
 from api.access import AccessCache
 from api.auth import Principal
+from api.limits import RateLimits
 from finrt.settings import Settings
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
@@ -19,5 +21,6 @@ class AppState:
     redis: aioredis.Redis
     hub: Hub
     publisher: AsyncPublisher
+    limits: RateLimits
     access: AccessCache = field(default_factory=AccessCache)
     tokens: dict[str, Principal] = field(default_factory=dict)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from limits import RateLimitItem, parse_many
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +33,10 @@ class Settings(BaseSettings):
     # Under load a flush is delayed up to this long so that one write carries many events.
     coalesce_ms: float = Field(20.0, ge=0)
     ticket_ttl_seconds: int = Field(60, ge=1)
+    # Per token, over every API process (counted in Redis): one rate in the notation of the
+    # `limits` library ("100/second", "10 per minute"); empty for no limit.
+    publish_rate: str = "100/second"
+    upload_rate: str = "10/minute"
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -60,6 +65,15 @@ class Settings(BaseSettings):
     # Test hook: report building waits this long first (to kill a worker mid-report).
     report_delay_seconds: float = Field(0.0, ge=0)
 
+    @field_validator("publish_rate", "upload_rate")
+    @classmethod
+    def _one_rate(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            parse_rate(value)
+        except ValueError as exc:
+            raise ValueError(f"FINRT_{str(info.field_name).upper()}: {exc}") from None
+        return value.strip()
+
     @model_validator(mode="after")
     def _secret_required_outside_development(self) -> Settings:
         if self.env != "development" and len(self.jwt_secret) < 16:
@@ -67,6 +81,24 @@ class Settings(BaseSettings):
                 "FINRT_JWT_SECRET must be set (16 characters or more) outside `finrt dev`"
             )
         return self
+
+
+def parse_rate(value: str) -> RateLimitItem | None:
+    """One rate such as ``100/second`` or ``10 per minute``; None for an empty string."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        items = parse_many(text)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(
+            f"{value!r} is not one rate: write it like '100/second' or '10 per minute' "
+            "(a count of 1 or more per second, minute, hour or day), or leave it empty for no "
+            "limit"
+        )
+    return items[0]
 
 
 @lru_cache(maxsize=1)

@@ -56,6 +56,10 @@ ENV = {
     "FINRT_JWT_SECRET": secrets.token_hex(24),
     "FINRT_PING_SECONDS": "1",
     "FINRT_RETRY_MS": "500",
+    # The suite publishes and uploads in bursts with one token, the fuzz tests most of all;
+    # tests/api/test_abuse_limits.py starts servers with small rates of their own.
+    "FINRT_PUBLISH_RATE": "10000/second",
+    "FINRT_UPLOAD_RATE": "1000/minute",
 }
 os.environ.update(ENV)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
-from api.deps import CurrentUser, StateDep
+from api.deps import BearerToken, CurrentUser, StateDep
 from api.errors import bad_request, forbidden
+from api.limits import rate_limited_response
 from api.routes.streams import authorize
 from streams.envelope import InvalidEvent, check_channel, control_envelope, format_id, parse_id
 from streams.history import plan_resume
@@ -75,17 +77,29 @@ class EventCreated(BaseModel):
     id: str
 
 
-@router.post("/events/{channel}", status_code=202, response_model=EventCreated)
+@router.post(
+    "/events/{channel}",
+    status_code=202,
+    response_model=EventCreated,
+    responses={
+        403: {"description": "the token lacks scope 'publish'"},
+        413: {"description": "the envelope is over FINRT_MAX_EVENT_BYTES"},
+        429: rate_limited_response("FINRT_PUBLISH_RATE"),
+        503: {"description": "Redis is unreachable; nothing was published"},
+    },
+)
 async def publish_event(
     channel: ChannelPath,
     state: StateDep,
     principal: CurrentUser,
+    token: BearerToken,
     event: Annotated[EventCreate, Body()],
 ) -> EventCreated:
-    """Publish one event (tokens with scope ``publish`` only)."""
+    """Publish one event (tokens with scope ``publish`` only, at most FINRT_PUBLISH_RATE)."""
     if not principal.can("publish"):
         raise forbidden("publishing needs a token with scope 'publish'")
     channel = _channel(channel)
+    await state.limits.check("publish", token)
     try:
         event_id = await state.publisher.publish(channel, event.type, event.data, event.key)
     except InvalidEvent as exc:
@@ -93,4 +107,6 @@ async def publish_event(
         return Response(
             orjson.dumps({"detail": str(exc)}), status_code=status, media_type="application/json"
         )  # type: ignore[return-value]
+    except (RedisError, OSError) as exc:
+        raise HTTPException(503, "Redis is unreachable; try again shortly") from exc
     return EventCreated(id=event_id)

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api.access import Forbidden, NotFound, file_for_reader, parse_file_id
-from api.deps import CurrentUser, SettingsDep, StateDep
+from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
 from api.errors import forbidden, not_found
+from api.limits import rate_limited_response
 from domain.csv_import import CsvRejected, precheck_csv
 from finrt.settings import Settings
 from models import File, FileSchedule, session_scope
@@ -218,12 +219,20 @@ UPLOAD_BODY = {
         413: {"description": "too many bytes or rows"},
         415: {"description": "not multipart, or the file is not UTF-8 CSV text"},
         422: {"description": "no 'file' field, or a wrong header or an empty file"},
+        429: rate_limited_response("FINRT_UPLOAD_RATE"),
         503: {"description": "the task queue is unreachable; nothing was stored"},
     },
 )
-async def upload_file(request: Request, state: StateDep, principal: CurrentUser) -> FileAccepted:
-    """Upload a CSV; a worker processes it (watch ``/stream/files/{file_id}``)."""
+async def upload_file(
+    request: Request, state: StateDep, principal: CurrentUser, token: BearerToken
+) -> FileAccepted:
+    """Upload a CSV; a worker processes it (watch ``/stream/files/{file_id}``).
+
+    Every upload counts against FINRT_UPLOAD_RATE (before its body is read, so also one
+    refused later for its content); one refused with 429 does not.
+    """
     s = state.settings
+    await state.limits.check("upload", token)
     name, data = await _read_upload(request, s)
     await run_in_threadpool(_precheck, data, s)
     job_id = str(uuid.uuid4())
