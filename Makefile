@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench soak clean venv
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+# The hardening suites' long versions (about 10 minutes); prints and keeps the figures table.
+soak: $(STAMP)
+	FINRT_SOAK=1 $(BIN)/python -m pytest -m hardening $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

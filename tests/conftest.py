@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from finrt.embedded_redis import EmbeddedRedis, redis_answers
+from tests.hardening import figures
 
 pytest_plugins = ["tests.fixtures_inbox", "tests.fixtures_workers"]
 
@@ -62,6 +63,25 @@ ENV = {
     "FINRT_UPLOAD_RATE": "1000/minute",
 }
 os.environ.update(ENV)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The hardening suites' figures, as one table (kept by ``make soak``)."""
+    found = figures.rows()
+    if not found:
+        return
+    text = "\n".join(
+        [
+            "FinVision Realtime hardening figures" + (" (make soak)" if figures.SOAK else ""),
+            figures.machine(),
+            "",
+            figures.table(found),
+        ]
+    )
+    terminalreporter.section("hardening figures")
+    terminalreporter.write_line(text)
+    if figures.SOAK:
+        terminalreporter.write_line(f"kept in {figures.keep(text)}")
 
 
 def _prepare_database() -> None:

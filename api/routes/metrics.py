@@ -73,6 +73,17 @@ class TaskCollector(Collector):
         yield durations
 
 
+class LoopCollector(Collector):
+    """What the process's event loop holds: a task count that rises and never falls is a leak."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "finrt_event_loop_tasks",
+            "asyncio tasks alive in this process's event loop.",
+            value=len(asyncio.all_tasks()),
+        )
+
+
 def _outcomes(raw: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for field, value in raw.items():
@@ -109,6 +120,7 @@ async def metrics(state: StateDep) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(state.hub))
     registry.register(TaskCollector(outcomes, durations))
+    registry.register(LoopCollector())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

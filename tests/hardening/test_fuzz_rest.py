@@ -2,7 +2,7 @@
 
 The SSE streams (GET /api/v1/stream...) stream forever on success and the WebSocket is not in
 the schema: both are fuzzed by test_fuzz_streams.py instead. Bounded: 20 examples per operation
-and generation mode (positive and negative data; operations on a file run once more against a
+(150 in ``make soak``) and generation mode (positive and negative data; operations on a file run once more against a
 real file of the fuzz user's), no stateful links, a 10 s timeout on every request.
 """
 
@@ -28,11 +28,15 @@ from schemathesis.checks import (
 from schemathesis.core.failures import Failure, FailureGroup
 
 from streams.envelope import CHANNEL_RE
+from tests.hardening import figures
 from tests.support import make_token
 
-MAX_EXAMPLES = 20
+pytestmark = pytest.mark.hardening
+
+MAX_EXAMPLES = figures.scaled(20, 150)
 UNDECLARED_4XX: collections.Counter[str] = collections.Counter()
 CASES_RUN: collections.Counter[str] = collections.Counter()
+SERVER_ERRORS: collections.Counter[str] = collections.Counter()
 
 
 def declared_status_code_conformance(ctx, response, case):
@@ -59,7 +63,18 @@ def declared_status_code_conformance(ctx, response, case):
         return None
 
 
-CHECKS = [not_a_server_error, response_schema_conformance, declared_status_code_conformance]
+def count_server_errors(ctx, response, case):
+    """Counts 5xx answers for the figures (not_a_server_error fails them)."""
+    if response.status_code >= 500:
+        SERVER_ERRORS[case.operation.label] += 1
+
+
+CHECKS = [
+    count_server_errors,
+    not_a_server_error,
+    response_schema_conformance,
+    declared_status_code_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +183,13 @@ def test_rest_endpoints_fuzzed(api, rest_schema, fuzz_headers, fuzz_user, make_f
     print("undeclared 4xx (clear JSON refusals, documentation gaps):")
     for what, n in sorted(UNDECLARED_4XX.items()):
         print(f"  {what}: {n}")
+    figures.record(
+        "fuzz-rest",
+        cases=sum(CASES_RUN.values()),
+        server_errors=sum(SERVER_ERRORS.values()),
+    )
     assert len(ran) >= 15, ran
+    assert not SERVER_ERRORS, SERVER_ERRORS
     assert not failures, "\n\n".join(failures)
     assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
 
@@ -233,7 +254,7 @@ def test_refused_requests_change_nothing(api, user, make_file, token, notify):
         refused: list[tuple[str, str, int]] = []
 
         @settings(
-            max_examples=40,
+            max_examples=figures.scaled(40, 400),
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -7,6 +7,7 @@ a stream that opens never runs on. Afterwards the shared API process must still 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import socket
@@ -21,6 +22,23 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from streams.envelope import CHANNEL_RE
+from tests.hardening import figures
+
+pytestmark = pytest.mark.hardening
+
+# Requests and frames sent, and 5xx answers seen, for the figures table.
+SENT: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    yield
+    figures.record(
+        "fuzz-streams",
+        cases=SENT["sse"] + SENT["raw"] + SENT["ws"],
+        server_errors=SENT["5xx"],
+    )
+
 
 HOSTILE_CHANNELS = [
     "*",
@@ -97,7 +115,9 @@ def _check_refusal(response: httpx.Response, what: object) -> None:
 
 def _open(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
     """Status line and headers only; a 4xx body is read (small), a stream is closed at once."""
+    SENT["sse"] += 1
     with client.stream("GET", path, **kwargs) as response:
+        SENT["5xx"] += response.status_code >= 500
         if response.status_code != 200:
             response.read()
         return response
@@ -229,6 +249,7 @@ def test_sse_raw_hostile_requests(api):
 
 def _raw_status(port: int, raw: bytes) -> int | None:
     """The status code of the answer, or None when the server just closed the connection."""
+    SENT["raw"] += 1
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(raw)
         data = b""
@@ -240,7 +261,9 @@ def _raw_status(port: int, raw: bytes) -> int | None:
                 data += chunk
     if not data:
         return None
-    return int(data.split(b" ", 2)[1])
+    status = int(data.split(b" ", 2)[1])
+    SENT["5xx"] += status >= 500
+    return status
 
 
 # -- SSE: generated inputs ------------------------------------------------------------------
@@ -265,7 +288,10 @@ def test_sse_generated_query_parameters(sse_client, user):
     runs: list[int] = []
 
     @settings(
-        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=figures.scaled(60, 600),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
     )
     @given(
         channels=st.lists(
@@ -323,6 +349,7 @@ class Socket:
 
     def send(self, frame: str | bytes) -> dict | None:
         """Send a frame; its reply, or None when the server closed the socket cleanly."""
+        SENT["ws"] += 1
         try:
             self.ws.send(frame)
             return self.recv()
@@ -464,7 +491,10 @@ def test_ws_generated_frames(ws, user):
     runs: list[str] = []
 
     @settings(
-        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=figures.scaled(60, 600),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
     )
     @given(frame=_frames)
     def fuzz(frame: str | bytes) -> None:
