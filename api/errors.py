@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import HTTPException
+
+# For the routes' OpenAPI ``responses``. FastAPI itself answers 400 to a body it cannot parse.
+UNPARSABLE_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body could not be parsed (not JSON, or broken multipart)"}
+}
+BAD_CHANNEL: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not a channel name (user:<id> or file:<id>), or not an event id"}
+}
 
 
 def unauthorized(detail: str) -> HTTPException:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from api.deps import BearerToken, CurrentUser, StateDep
-from api.errors import bad_request, forbidden
+from api.errors import BAD_CHANNEL, bad_request, forbidden
 from api.limits import rate_limited_response
 from api.routes.streams import authorize
 from streams.envelope import InvalidEvent, check_channel, control_envelope, format_id, parse_id
@@ -29,7 +29,7 @@ def _channel(value: str) -> str:
         raise bad_request(str(exc)) from exc
 
 
-@router.get("/events/{channel}")
+@router.get("/events/{channel}", responses={**BAD_CHANNEL, 403: {}, 404: {}})
 async def list_events(
     channel: ChannelPath,
     state: StateDep,
@@ -82,6 +82,7 @@ class EventCreated(BaseModel):
     status_code=202,
     response_model=EventCreated,
     responses={
+        400: {"description": "not a channel name, or a body that could not be parsed"},
         403: {"description": "the token lacks scope 'publish'"},
         413: {"description": "the envelope is over FINRT_MAX_EVENT_BYTES"},
         429: rate_limited_response("FINRT_PUBLISH_RATE"),

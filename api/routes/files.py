@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 
 from api.access import Forbidden, NotFound, file_for_reader, parse_file_id
 from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
-from api.errors import forbidden, not_found
+from api.errors import UNPARSABLE_BODY, forbidden, not_found
 from api.limits import rate_limited_response
 from domain.csv_import import CsvRejected, precheck_csv
 from finrt.settings import Settings
@@ -159,6 +159,12 @@ async def _read_upload(request: Request, s: Settings) -> tuple[str, bytes]:
         raise HTTPException(413, too_large)
     async with request.form(max_files=1, max_fields=10) as form:
         upload = form.get("file")
+        if isinstance(upload, str):
+            # A part without a filename arrives as a plain value (curl -F "file=<q.csv").
+            raise HTTPException(
+                422,
+                "the multipart field 'file' must be a file with a filename (curl -F file=@q.csv)",
+            )
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, "the multipart field 'file' (a CSV file) is missing")
         data = await upload.read(s.upload_max_bytes + 1)
@@ -215,6 +221,7 @@ UPLOAD_BODY = {
     status_code=202,
     openapi_extra=UPLOAD_BODY,
     responses={
+        **UNPARSABLE_BODY,
         411: {"description": "no Content-Length"},
         413: {"description": "too many bytes or rows"},
         415: {"description": "not multipart, or the file is not UTF-8 CSV text"},
@@ -300,7 +307,10 @@ async def get_dashboard(
 # -- changes ---------------------------------------------------------------------------------
 
 
-@router.put("/files/{file_id}/parameters/{name}", responses={403: {}, 404: {}, 422: {}})
+@router.put(
+    "/files/{file_id}/parameters/{name}",
+    responses={**UNPARSABLE_BODY, 403: {}, 404: {}, 422: {}},
+)
 def put_parameter(
     file_id: FileIdPath,
     name: Annotated[str, Path(max_length=32)],
@@ -321,7 +331,13 @@ def put_parameter(
 @router.post(
     "/files/{file_id}/members",
     status_code=201,
-    responses={200: {"description": "already a member"}, 403: {}, 404: {}, 422: {}},
+    responses={
+        **UNPARSABLE_BODY,
+        200: {"description": "already a member"},
+        403: {},
+        404: {},
+        422: {},
+    },
 )
 def add_member(
     file_id: FileIdPath,
@@ -353,7 +369,7 @@ def get_schedule(
         return SchedulePublic(**schedule_public(file.id, session.get(FileSchedule, file.id)))
 
 
-@router.put("/files/{file_id}/schedule", responses={403: {}, 404: {}, 422: {}})
+@router.put("/files/{file_id}/schedule", responses={**UNPARSABLE_BODY, 403: {}, 404: {}, 422: {}})
 def put_schedule(
     file_id: FileIdPath,
     settings: SettingsDep,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.access import Forbidden, NotFound
 from api.deps import CurrentUser, SettingsDep, StateDep
-from api.errors import forbidden, not_found
+from api.errors import UNPARSABLE_BODY, forbidden, not_found
 from api.routes.files import FileIdPath, reader_file
 from domain.reports import REPORT_CONTENT_TYPES
 from finrt.settings import Settings
@@ -82,6 +82,7 @@ def _create(s: Settings, user_id: str, file_id: str, fmt: str) -> tuple[int, str
     "/files/{file_id}/reports",
     status_code=202,
     responses={
+        **UNPARSABLE_BODY,
         403: {},
         404: {},
         409: {"description": "the file is not processed"},

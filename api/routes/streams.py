@@ -27,6 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["streams"])
 
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
+    400: {"description": "a bad channel name, too many channels, or a bad Last-Event-ID"},
     401: {"description": "missing, bad or expired token"},
     403: {"description": "a channel the user may not read"},
     404: {"description": "unknown file"},
