@@ -6,6 +6,7 @@ single data row become a :class:`RowError` and the rest of the file is still imp
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import re
@@ -111,8 +112,11 @@ class ParseResult:
 
 @dataclass(frozen=True)
 class _Record:
+    """A record, the 1-based physical line it starts on and its span in the decoded text."""
+
     line: int
-    end: int
+    start: int
+    stop: int
     cells: list[str]
 
 
@@ -124,7 +128,10 @@ def precheck_csv(
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
 ) -> None:
     """Raise CsvRejected for every file-level problem; row contents are not validated."""
-    _read_records(data, max_bytes=max_bytes, max_rows=max_rows, max_field_chars=max_field_chars)
+    _text, records = _read_records(
+        data, max_bytes=max_bytes, max_rows=max_rows, max_field_chars=max_field_chars
+    )
+    collections.deque(records, maxlen=0)
 
 
 def parse_csv(
@@ -140,16 +147,17 @@ def parse_csv(
     ``on_progress(done, total)`` is called at least every 1% of the rows and once at the end
     (``(0, 0)`` for a header-only file).
     """
-    lines, records = _read_records(
+    text, body = _read_records(
         data, max_bytes=max_bytes, max_rows=max_rows, max_field_chars=max_field_chars
     )
+    records = list(body)
     total = len(records)
     result = ParseResult(total_lines=total)
     step = max(1, total // 100)
     for done, record in enumerate(records, start=1):
         parsed = _parse_record(record)
         if isinstance(parsed, str):
-            result.errors.append(RowError(record.line, parsed, _raw(lines, record)))
+            result.errors.append(RowError(record.line, parsed, _raw(text, record)))
         elif result.currency is None or parsed.currency == result.currency:
             result.currency = parsed.currency
             result.rows.append(parsed)
@@ -157,7 +165,7 @@ def parse_csv(
             reason = (
                 f"currency {parsed.currency} differs from the file's currency {result.currency}"
             )
-            result.errors.append(RowError(record.line, reason, _raw(lines, record)))
+            result.errors.append(RowError(record.line, reason, _raw(text, record)))
         if on_progress is not None and (done % step == 0 or done == total):
             on_progress(done, total)
     if on_progress is not None and total == 0:
@@ -167,37 +175,49 @@ def parse_csv(
 
 def _read_records(
     data: bytes, *, max_bytes: int, max_rows: int, max_field_chars: int
-) -> tuple[list[str], list[_Record]]:
-    """The file's physical lines and its non-blank data records, after file-level checks."""
+) -> tuple[str, Iterator[_Record]]:
+    """The decoded text and its non-blank data records, after the header's checks; the other
+    file-level checks (field length, row limit) raise as the records are read.
+
+    Lazily: a file of a million short lines is held as its text and at most ``max_rows``
+    records, never as a list of its lines (about 60 bytes each, whatever their length).
+    """
     if len(data) > max_bytes:
         raise CsvRejected(f"file is {len(data)} bytes; the limit is {max_bytes} bytes")
     text = _decode(data)
-    lines = list(io.StringIO(text, newline=""))
-    records = _records(lines, max_field_chars)
+    records = _records(text, max_field_chars)
     header = next(records, None)
     if header is None:
         raise CsvRejected("file is empty")
     if header.line != 1 or [c.strip().lower() for c in header.cells] != list(EXPECTED_HEADER):
-        found = repr(_raw(lines, header)) if header.line == 1 else "a blank line"
+        found = repr(_raw(text, header)) if header.line == 1 else "a blank line"
         raise CsvRejected(
             f"the first line must be the header {','.join(EXPECTED_HEADER)} (found {found})"
         )
-    body: list[_Record] = []
-    for record in records:
-        if len(body) >= max_rows:
+    return text, _limited(records, max_rows)
+
+
+def _limited(records: Iterator[_Record], max_rows: int) -> Iterator[_Record]:
+    for count, record in enumerate(records):
+        if count >= max_rows:
             raise CsvRejected(f"file has more than {max_rows} data rows")
-        body.append(record)
-    return lines, body
+        yield record
 
 
 def _decode(data: bytes) -> str:
     for magic, kind in _BINARY_MAGIC:
         if data.startswith(magic):
             raise CsvRejected(f"file looks like {kind}, not a CSV text file")
+    # UTF-32's little-endian mark starts with UTF-16's: test it first.
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise CsvRejected("file looks like UTF-32 text, not UTF-8; export it as 'CSV UTF-8'")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise CsvRejected("file is UTF-16 text, not UTF-8; export it as 'CSV UTF-8'")
     if b"\x00" in data:
-        raise CsvRejected("file contains NUL bytes; it looks binary, not a CSV text file")
+        raise CsvRejected(
+            "file contains NUL bytes: binary data, or UTF-16 or UTF-32 text without a "
+            "byte-order mark; a CSV must be UTF-8 text (export it as 'CSV UTF-8')"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -209,12 +229,15 @@ def _decode(data: bytes) -> str:
     return text
 
 
-def _records(lines: list[str], max_field_chars: int) -> Iterator[_Record]:
+def _records(text: str, max_field_chars: int) -> Iterator[_Record]:
     """Yield non-blank CSV records with the 1-based physical line each starts on."""
-    reader = csv.reader(lines)
-    consumed = 0
+    buffer = io.StringIO(text, newline="")
+    # The reader takes one line at a time from the buffer, so after each record the buffer's
+    # position is where the record ends.
+    reader = csv.reader(buffer)
+    consumed = offset = 0
     while True:
-        start = consumed + 1
+        start, begin = consumed + 1, offset
         try:
             cells = next(reader)
         except StopIteration:
@@ -225,7 +248,9 @@ def _records(lines: list[str], max_field_chars: int) -> Iterator[_Record]:
                 f"line {start}: a field is longer than {max_field_chars} characters"
                 " (is a quote left open?)"
             ) from None
-        consumed = reader.line_num
+        consumed, offset = reader.line_num, buffer.tell()
+        if not cells:
+            continue  # an empty line
         longest = max(map(len, cells), default=0)
         if longest > max_field_chars:
             raise CsvRejected(
@@ -233,13 +258,13 @@ def _records(lines: list[str], max_field_chars: int) -> Iterator[_Record]:
                 f"{max_field_chars} (is a quote left open?)"
             )
         if any(cell.strip() for cell in cells):
-            yield _Record(start, consumed, cells)
+            yield _Record(start, begin, offset, cells)
 
 
-def _raw(lines: list[str], record: _Record) -> str:
+def _raw(text: str, record: _Record) -> str:
     """The record's source text, cut to RAW_MAX_CHARS."""
-    text = "".join(lines[record.line - 1 : record.end]).rstrip("\r\n")
-    return text if len(text) <= RAW_MAX_CHARS else text[: RAW_MAX_CHARS - 3] + "..."
+    raw = text[record.start : record.stop].rstrip("\r\n")
+    return raw if len(raw) <= RAW_MAX_CHARS else raw[: RAW_MAX_CHARS - 3] + "..."
 
 
 def _parse_record(record: _Record) -> FinancialRow | str:
