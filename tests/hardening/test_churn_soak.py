@@ -276,7 +276,8 @@ async def _soak(env, start_api, make_file, redis_url: str) -> None:
     assert (result.lost, result.duplicates, result.reorders, result.unexpected) == (0, 0, 0, 0)
     assert sum(c.resets for c in clients) == 0, "history was long enough: no reset is due"
     assert sum(c.auth_expired for c in clients) > 0, "short-lived tokens never expired mid-stream"
-    assert not [s for s in refused if s >= 500], refused
+    # Nothing refused but, rarely, a token that expired on its way to the server.
+    assert set(refused) <= {401}, refused
     # One pub/sub connection per API process, the whole time.
     assert links and {named for named, _ in links} == {len(servers)}, links
     assert max(subscribed for _, subscribed in links) <= len(servers), links

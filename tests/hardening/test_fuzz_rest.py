@@ -281,10 +281,15 @@ def test_refused_requests_change_nothing(api, user, make_file, token, notify):
                 assert r.status_code in (404, 405, 422), (verb, target, r.status_code, r.text)
                 assert r.headers["content-type"].startswith("application/json"), r.text
                 refused.append((verb, target, r.status_code))
+            # json.dumps, not httpx's json=: NaN and Infinity go out as the bare tokens a
+            # careless client writes, and must be refused like any other bad value.
             r = client.put(
                 f"/api/v1/files/{file_id}/parameters/{_quote(name)}",
-                json={"value": value},
-                headers=stranger if stranger_asks else auth,
+                content=json.dumps({"value": value}),
+                headers={
+                    **(stranger if stranger_asks else auth),
+                    "Content-Type": "application/json",
+                },
             )
             assert 400 <= r.status_code < 500, (name, value, r.status_code, r.text)
             refused.append(("put", name, r.status_code))

@@ -147,7 +147,7 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
-NO_FILENAME = "the multipart field 'file' must be a file with a filename (-F file=@q.csv)"
+NO_FILENAME = "the multipart field 'file' must be a file with a filename (curl -F file=@q.csv)"
 
 
 @dataclass
