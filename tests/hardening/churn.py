@@ -54,8 +54,8 @@ class ChurnClient:
 
 
 async def _ticket(host: str, port: int, token: str) -> tuple[int, str]:
-    body = await _request(host, port, "POST", "/api/v1/stream/tickets", token)
-    status, payload = body
+    """``POST /stream/tickets``: the status, and the ticket when there is one."""
+    status, payload = await _request(host, port, "POST", "/api/v1/stream/tickets", token)
     if status != 201:
         return status, ""
     return status, str(json.loads(payload)["ticket"])
