@@ -56,6 +56,7 @@ def rate_limited_response(setting: str) -> dict[str, Any]:
 class RateLimits:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         # The storage would build a client of its own from a URL; the API's pool is reused.
+        # Passed through a dict: the library types its extra options as plain scalars.
         options: dict[str, Any] = {"connection_pool": client.connection_pool}
         storage = RedisStorage(
             "async+redis://",
