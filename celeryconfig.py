@@ -1,7 +1,7 @@
 """Celery settings (lowercase, as in Celery's guide), derived from the FINRT_ settings.
 
 ``celery -A workers`` and ``finrt worker`` load this module through ``config_from_object``;
-:func:`config_for` gives the same settings for any :class:`~finrt.settings.Settings` (the API's
+:func:`config_for` gives the same settings for any :class:`~core.settings.Settings` (the API's
 task producer, and tests that talk to a worker of their own).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finrt.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 TASK_MODULES = ("workers.tasks", "workers.outcomes", "workers.metrics")
 

@@ -18,7 +18,7 @@ from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
-from finrt.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
 

@@ -11,13 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.access import ensure_user
 from api.auth import AuthError, Principal, decode_token
 from api.errors import unauthorized
 from api.state import AppState
 from api.tickets import redeem_ticket
-from finrt.settings import Settings
+from core.settings import Settings
 from models import session_scope
+from services.access import ensure_user
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with FINRT_JWT_SECRET")
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from api.deps import authenticate_stream
 from api.routes.streams import file_channels, many_channels, open_stream
 from api.state import AppState
-from finrt.logs import request_id
+from core.logs import request_id
 
 _FILE = re.compile(r"^/api/v1/stream/files/([^/]+)/?\Z")
 _LIMITS = {"access_token": 4096, "ticket": 64, "last_event_id": 4096}

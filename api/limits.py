@@ -25,7 +25,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from finrt.settings import Settings, parse_rate
+from core.settings import Settings, parse_rate
 
 log = logging.getLogger("finrt.api.limits")
 

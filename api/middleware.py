@@ -11,7 +11,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from finrt.logs import request_id
+from core.logs import request_id
 
 
 class RequestIdMiddleware:

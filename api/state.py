@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from api.access import AccessCache
 from api.auth import Principal
 from api.limits import RateLimits
-from finrt.settings import Settings
+from core.settings import Settings
+from services.access import AccessCache
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
 

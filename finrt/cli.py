@@ -19,7 +19,7 @@ app = typer.Typer(
 def _settings() -> Any:
     from pydantic import ValidationError
 
-    from finrt.settings import get_settings
+    from core.settings import get_settings
 
     try:
         return get_settings()
@@ -42,7 +42,7 @@ def api(
     """Run the API server (uvicorn)."""
     import uvicorn
 
-    from finrt.logs import log_config
+    from core.logs import log_config
 
     s = _settings()
     uvicorn.run(

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
+from core.settings import Settings, get_settings
 from finrt._console import Console
 from finrt._procs import (
     cwd_of,
@@ -34,7 +35,6 @@ from finrt._procs import (
     wait_groups_gone,
     within,
 )
-from finrt.settings import Settings, get_settings
 
 VAR = Path("var")
 SECRET_FILE = VAR / "jwt_secret"

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from finrt.settings import Settings
+from core.settings import Settings
 from streams.envelope import InvalidEvent, check_channel, parse_id
 from streams.hub import Hub
 from streams.subscriber import WS

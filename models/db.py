@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.settings import get_settings
+
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
@@ -60,8 +62,6 @@ def session_factory(url: str) -> sessionmaker[Session]:
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     if url is None:
-        from finrt.settings import get_settings
-
         url = get_settings().database_url
     session = session_factory(url)()
     try:

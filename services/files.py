@@ -18,7 +18,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from api.access import ensure_user
 from domain.csv_import import FinancialRow
 from domain.metrics import (
     ChartSeries,
@@ -32,6 +31,7 @@ from domain.metrics import (
 from models import DashboardSnapshot, File, FileMember, FileParameter, FileUpload, enqueue
 from models.base import Base, utcnow
 from models.financial import FinancialDataRow
+from services.access import ensure_user
 from services.notifications import create_notification
 
 __all__ = [

@@ -14,9 +14,9 @@ from sqlalchemy import CursorResult, Executable, Result, delete, func, or_, sele
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from api.access import ensure_user
 from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
 from models.outbox import enqueue
+from services.access import ensure_user
 
 MAX_PAGE_SIZE = 100
 

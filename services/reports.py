@@ -15,11 +15,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
-from api.access import Forbidden, NotFound, file_for_reader
 from domain.reports import REPORT_EXTENSIONS
 from models import File, FileSchedule, ReportExport, enqueue, session_scope
 from models.base import utcnow
 from models.financial import FREQUENCIES
+from services.access import Forbidden, NotFound, file_for_reader
 from services.files import file_channel, user_channel
 from services.notifications import create_notification
 

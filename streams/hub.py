@@ -121,7 +121,7 @@ class Hub:
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
-        """A hub configured by ``finrt.settings.Settings`` (keyword arguments override)."""
+        """A hub configured by ``core.settings.Settings`` (keyword arguments override)."""
         options: dict[str, Any] = {
             "history_maxlen": settings.history_maxlen,
             "history_ttl_seconds": settings.history_ttl_seconds,

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from core.settings import get_settings
 from streams.envelope import (
     KEY_RE,
     InvalidEvent,
@@ -80,7 +81,7 @@ class _Base:
 
     @classmethod
     def from_settings(cls, client: Any, settings: Any) -> Any:
-        """A publisher configured by ``finrt.settings.Settings``."""
+        """A publisher configured by ``core.settings.Settings``."""
         return cls(
             client,
             settings.redis_prefix,
@@ -151,8 +152,6 @@ _async_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPubli
 def default_publisher() -> Publisher:
     """The process's blocking publisher, built from settings on first use."""
     global _sync_default
-    from finrt.settings import get_settings
-
     with _sync_lock:
         if _sync_default is None:
             s = get_settings()
@@ -165,8 +164,6 @@ def default_publisher() -> Publisher:
 
 def default_async_publisher() -> AsyncPublisher:
     """The running event loop's async publisher (redis.asyncio clients belong to one loop)."""
-    from finrt.settings import get_settings
-
     loop = asyncio.get_running_loop()
     pub = _async_defaults.get(loop)
     if pub is None:

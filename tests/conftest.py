@@ -206,8 +206,8 @@ def user() -> str:
 @pytest.fixture
 def make_file() -> Callable[..., int]:
     """Create a file row owned by ``owner`` (and shared with ``members``); returns its id."""
-    from api.access import ensure_user
     from models import File, FileMember, session_scope
+    from services.access import ensure_user
 
     def _make(owner: str, members: tuple[str, ...] = (), name: str = "q.csv") -> int:
         with session_scope(DATABASE_URL) as session:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from finrt.settings import get_settings
+from core.settings import get_settings
 from streams.history import event_from_entry
 from streams.keys import history_key
 

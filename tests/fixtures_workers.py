@@ -33,7 +33,7 @@ OWNER_ENV = {
 
 def settings_from(env: dict[str, str]) -> Any:
     """The Settings a subprocess started with ``env`` sees."""
-    from finrt.settings import Settings
+    from core.settings import Settings
 
     values = {k[6:].lower(): v for k, v in env.items() if k.startswith("FINRT_")}
     return Settings.model_validate(values)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from core.settings import get_settings
+
 log = logging.getLogger("finrt.workers")
 
 
 def _prepare() -> tuple[str, str]:
-    from finrt.settings import get_settings
-
     s = get_settings()
     if s.celery_visibility_timeout <= s.task_time_limit:
         log.warning(

@@ -6,7 +6,7 @@ import threading
 
 from celery import Celery
 
-from finrt.settings import Settings
+from core.settings import Settings
 
 PROCESS_FILE = "finrt.process_file"
 GENERATE_REPORT = "finrt.generate_report"

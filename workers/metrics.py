@@ -21,6 +21,8 @@ from typing import Any
 import redis
 from celery.signals import task_postrun, task_prerun
 
+from core.settings import get_settings
+
 log = logging.getLogger("finrt.workers.metrics")
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -37,8 +39,6 @@ def durations_key(prefix: str) -> str:
 def record_duration(task_name: str, seconds: float) -> None:
     """Add one run of ``task_name`` to the shared histogram (best effort)."""
     global _client
-    from finrt.settings import get_settings
-
     s = get_settings()
     bound = BOUNDS[bisect.bisect_left(DURATION_BUCKETS, seconds)]
     key = durations_key(s.redis_prefix)

@@ -12,6 +12,8 @@ from typing import Any
 import redis
 from celery.signals import task_failure, task_retry, task_success
 
+from core.settings import get_settings
+
 log = logging.getLogger("finrt.workers.outcomes")
 
 _client: redis.Redis | None = None
@@ -33,8 +35,6 @@ def read_outcomes(client: redis.Redis, prefix: str) -> dict[tuple[str, str], int
 
 def count(task_name: str, outcome: str) -> None:
     global _client
-    from finrt.settings import get_settings
-
     s = get_settings()
     try:
         if _client is None:

@@ -22,7 +22,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 import services.notifications
-from finrt.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from models import session_scope
 from models.outbox import sweep_outbox as sweep_outbox_rows
 from services.files import owner_of

@@ -14,14 +14,14 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from api.access import Forbidden, NotFound, file_for_reader, parse_file_id
 from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
 from api.errors import UNPARSABLE_BODY, forbidden, not_found
 from api.limits import rate_limited_response
+from core.settings import Settings
 from domain.csv_import import CsvRejected, precheck_csv
-from finrt.settings import Settings
 from models import File, FileSchedule, session_scope
 from services import files as service
+from services.access import Forbidden, NotFound, file_for_reader, parse_file_id
 from services.reports import schedule_public, set_schedule
 from streams.envelope import format_id
 from workers.enqueue import send_process_file

@@ -13,14 +13,14 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.access import Forbidden, NotFound
 from api.deps import CurrentUser, SettingsDep, StateDep
 from api.errors import UNPARSABLE_BODY, forbidden, not_found
 from api.routes.files import FileIdPath, reader_file
+from core.settings import Settings
 from domain.reports import REPORT_CONTENT_TYPES
-from finrt.settings import Settings
 from models import File, ReportExport, session_scope
 from services import reports as service
+from services.access import Forbidden, NotFound
 from workers.enqueue import send_generate_report
 
 log = logging.getLogger("finrt.api.reports")

@@ -10,13 +10,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from api.access import Forbidden, NotFound, check_channel, parse_file_id
 from api.auth import Principal
 from api.deps import CurrentUser, LastEventId, StateDep, StreamUser
 from api.errors import bad_request, forbidden, not_found
 from api.state import AppState
 from api.tickets import issue_ticket
 from models import session_scope
+from services.access import Forbidden, NotFound, check_channel, parse_file_id
 from streams.envelope import InvalidEvent, StreamId, parse_id
 from streams.envelope import check_channel as valid_channel
 from streams.hub import HubUnavailable, TooManyStreams

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 import streams
 from api.limits import token_digest
+from core.settings import Settings
 from finrt.embedded_redis import EmbeddedRedis
-from finrt.settings import Settings
 from tests.support import sse
 
 CSV = b"period,statement,line_item,amount,currency\n2026-01,income,revenue,10.00,USD\n"

@@ -245,7 +245,7 @@ async def test_a_parameter_change_streams_the_cause_then_the_recomputed_metrics(
 
 
 def test_a_rolled_back_parameter_change_publishes_nothing(env, user, make_file, redis_client):
-    from finrt.settings import get_settings
+    from core.settings import get_settings
     from services.files import set_parameter
     from streams.keys import history_key
 

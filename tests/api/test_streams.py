@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 import streams
-from finrt.settings import get_settings
+from core.settings import get_settings
 from streams.keys import history_key
 from tests.support import publish_from_subprocess, sse
 

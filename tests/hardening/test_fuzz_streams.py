@@ -529,7 +529,7 @@ def test_ws_generated_frames(ws, user):
 
 SUPERSCRIPT_TWO = quote("\u00b2")  # "²": str.isdigit() is True, int() raises ValueError
 
-# api.access.parse_file_id checked raw.isdigit(), which is True for "²" (U+00B2); int("²")
+# services.access.parse_file_id checked raw.isdigit(), which is True for "²" (U+00B2); int("²")
 # then raised ValueError: an unhandled 500 instead of 404.
 
 

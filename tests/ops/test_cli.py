@@ -15,8 +15,8 @@ import uuid
 import pytest
 import redis
 
+from core.settings import get_settings
 from finrt.embedded_redis import free_port
-from finrt.settings import get_settings
 from streams.publish import Publisher, publish
 from tests.support import BIN, ROOT
 

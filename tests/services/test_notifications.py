@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from api.access import ensure_user
 from models import Notification, OutboxEvent, session_scope
+from services.access import ensure_user
 from services.notifications import (
     NotificationNotFound,
     create_notification,

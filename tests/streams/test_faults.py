@@ -9,8 +9,8 @@ import time
 import httpx
 import redis
 
+from core.settings import get_settings
 from finrt.embedded_redis import EmbeddedRedis
-from finrt.settings import get_settings
 from streams.publish import Publisher
 from tests.support import rss_kb, sse
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import streams
-from finrt.settings import get_settings
+from core.settings import get_settings
 from streams.envelope import InvalidEvent, parse_id
 from streams.keys import history_key
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celeryconfig import config_for
-from finrt.settings import Settings
+from core.settings import Settings
 from workers.celery_app import app
 
 

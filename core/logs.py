@@ -50,14 +50,14 @@ class JsonFormatter(logging.Formatter):
 def log_config(level: str = "INFO", json_lines: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict (also handed to uvicorn as its log_config)."""
     formatter = (
-        {"()": "finrt.logs.JsonFormatter"}
+        {"()": "core.logs.JsonFormatter"}
         if json_lines
         else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
     )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "finrt.logs.RedactingFilter"}},
+        "filters": {"redact": {"()": "core.logs.RedactingFilter"}},
         "formatters": {"default": formatter},
         "handlers": {
             "default": {
