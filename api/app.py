@@ -11,8 +11,11 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from sse_starlette.sse import EventSourceResponse
+from starlette.types import ASGIApp
 
 from api import ws
+from api.auth import TokenVerifier
+from api.cors import with_cors
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
@@ -40,7 +43,8 @@ def build_state(settings: Settings) -> AppState:
     client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
-    return AppState(settings, client, hub, publisher, RateLimits(client, settings))
+    limits = RateLimits(client, settings)
+    return AppState(settings, client, hub, publisher, limits, TokenVerifier(settings))
 
 
 async def _close_streams_on_exit(state: AppState) -> None:
@@ -90,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def create_asgi() -> StreamFrontDoor:
-    """What ``finrt api`` serves: the app behind the stream front door (api/front.py)."""
-    return StreamFrontDoor(create_app())
+def create_asgi() -> ASGIApp:
+    """What ``finrt api`` serves: the app behind the stream front door (api/front.py), both
+    behind the CORS layer (api/cors.py)."""
+    settings = get_settings()
+    return with_cors(StreamFrontDoor(create_app(settings)), settings)

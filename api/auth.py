@@ -1,18 +1,34 @@
-"""JWT authentication: tokens are issued by the platform's auth service (or ``finrt token``)."""
+"""JWT authentication: tokens are issued by the platform's identity provider (RS256/ES256,
+its public key or JWKS) or, in simple set-ups, signed with a shared secret (``finrt token``)."""
 
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.types import Options
+
+from api.jwks import JwksKeys, JwksUnavailable
+from core.settings import Settings
 
 SUB_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
+# Asymmetric algorithms accepted, by key type: a token's alg must match its key's type, so
+# neither "none" nor an HMAC signed with the public key as a secret is ever verified.
+ASYMMETRIC = ("RS256", "ES256")
 
 
 class AuthError(Exception):
     """The token is missing, malformed, badly signed or expired."""
+
+
+class KeyUnavailable(AuthError):
+    """The identity provider's keys could not be fetched (the token may well be fine)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +41,34 @@ class Principal:
         return scope in self.scopes
 
 
-def decode_token(token: str, secret: str, algorithm: str) -> Principal:
+def _options(audience: str, issuer: str) -> Options:
+    required = ["sub", "exp"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
+    return {"require": required, "verify_aud": bool(audience)}
+
+
+def decode_token(
+    token: str,
+    key: Any,
+    algorithm: str,
+    *,
+    audience: str = "",
+    issuer: str = "",
+) -> Principal:
     try:
         claims = jwt.decode(
             token,
-            secret,
+            key,
             algorithms=[algorithm],  # one algorithm only: "none" and key confusion refused
-            options={"require": ["sub", "exp"]},
+            audience=audience or None,
+            issuer=issuer or None,
+            options=_options(audience, issuer),
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise AuthError("token audience is not this service") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise AuthError("token issuer is not trusted") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("invalid token") from exc
     sub = claims.get("sub")
@@ -44,6 +78,60 @@ def decode_token(token: str, secret: str, algorithm: str) -> Principal:
     if not isinstance(scope, str):
         raise AuthError("invalid token scope")
     return Principal(sub, frozenset(scope.split()), float(claims["exp"]))
+
+
+def _algorithm_for(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return "ES256"
+    raise ValueError("the public key must be RSA or EC P-256 (for RS256 or ES256 tokens)")
+
+
+def load_public_key(path: str) -> tuple[Any, str]:
+    """The PEM public key in ``path`` and the one algorithm it verifies."""
+    try:
+        key = load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"FINRT_JWT_PUBLIC_KEY_FILE: cannot read a PEM public key: {exc}") from exc
+    return key, _algorithm_for(key)
+
+
+class TokenVerifier:
+    """Verifies tokens the way the settings say: shared secret, public key or JWKS."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.audience, self.issuer = settings.jwt_audience, settings.jwt_issuer
+        self.jwks = JwksKeys(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self.key: Any = settings.jwt_secret
+        self.algorithm: str = settings.jwt_algorithm
+        if settings.jwt_public_key_file:
+            self.key, self.algorithm = load_public_key(settings.jwt_public_key_file)
+
+    async def verify(self, token: str) -> Principal:
+        if self.jwks is None:
+            return self._decode(token, self.key, self.algorithm)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid token") from exc
+        kid = header.get("kid")
+        if header.get("alg") not in ASYMMETRIC or not (kid is None or isinstance(kid, str)):
+            raise AuthError("invalid token")
+        try:
+            jwk = await self.jwks.key_for(kid)
+        except JwksUnavailable as exc:
+            raise KeyUnavailable(str(exc)) from exc
+        if jwk is None:
+            raise AuthError("invalid token: unknown signing key")
+        try:
+            algorithm = _algorithm_for(jwk.key)
+        except ValueError as exc:
+            raise AuthError("invalid token: unusable signing key") from exc
+        return self._decode(token, jwk.key, algorithm)
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Principal:
+        return decode_token(token, key, algorithm, audience=self.audience, issuer=self.issuer)
 
 
 def issue_token(

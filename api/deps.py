@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import AuthError, Principal, decode_token
+from api.auth import AuthError, KeyUnavailable, Principal
 from api.errors import unauthorized
 from api.state import AppState
 from api.tickets import redeem_ticket
@@ -19,7 +19,10 @@ from core.settings import Settings
 from models import session_scope
 from services.access import ensure_user
 
-_bearer = HTTPBearer(auto_error=False, description="A JWT signed with FINRT_JWT_SECRET")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT from the identity provider (or signed with FINRT_JWT_SECRET)",
+)
 
 
 # Plain functions would each be sent to the thread pool on every request: these are async.
@@ -61,7 +64,7 @@ async def known_user(state: AppState, principal: Principal) -> Principal:
     return principal
 
 
-def principal_from_token(state: AppState, token: str) -> Principal:
+async def principal_from_token(state: AppState, token: str) -> Principal:
     """The token's principal. Verified tokens are remembered until they expire, so a client
     that reconnects (or a page with several tabs) is not verified again each time."""
     cached = state.tokens.get(token)
@@ -69,9 +72,10 @@ def principal_from_token(state: AppState, token: str) -> Principal:
         if cached.expires_at > time.time():
             return cached
         del state.tokens[token]
-    s = state.settings
     try:
-        principal = decode_token(token, s.jwt_secret, s.jwt_algorithm)
+        principal = await state.verifier.verify(token)
+    except KeyUnavailable as exc:
+        raise HTTPException(503, "the identity provider's keys are unavailable") from exc
     except AuthError as exc:
         raise unauthorized(str(exc)) from exc
     if len(state.tokens) >= 10_000:
@@ -86,7 +90,7 @@ async def current_user(
 ) -> Principal:
     if credentials is None:
         raise unauthorized("missing bearer token")
-    return await known_user(state, principal_from_token(state, credentials.credentials))
+    return await known_user(state, await principal_from_token(state, credentials.credentials))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
@@ -125,9 +129,9 @@ async def authenticate_stream(
     state: AppState, bearer: str | None, access_token: str | None, ticket: str | None
 ) -> Principal:
     if bearer is not None:
-        principal = principal_from_token(state, bearer)
+        principal = await principal_from_token(state, bearer)
     elif access_token is not None:
-        principal = principal_from_token(state, access_token)
+        principal = await principal_from_token(state, access_token)
     elif ticket is not None:
         try:
             principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from api.auth import Principal
+from api.auth import Principal, TokenVerifier
 from api.limits import RateLimits
 from core.settings import Settings
 from services.access import AccessCache
@@ -22,5 +22,6 @@ class AppState:
     hub: Hub
     publisher: AsyncPublisher
     limits: RateLimits
+    verifier: TokenVerifier
     access: AccessCache = field(default_factory=AccessCache)
     tokens: dict[str, Principal] = field(default_factory=dict)

@@ -35,7 +35,7 @@ async def _authenticate(state: AppState, ws: WebSocket) -> Principal:
     if header.lower().startswith("bearer "):
         token = header[7:].strip()
     if token:
-        principal = principal_from_token(state, token)
+        principal = await principal_from_token(state, token)
     elif ticket:
         try:
             principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)

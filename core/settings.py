@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -20,6 +21,16 @@ class Settings(BaseSettings):
     redis_prefix: str = "finrt"
     jwt_secret: str = ""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    # Either of these selects tokens signed by an identity provider (RS256 or ES256) instead
+    # of the shared secret: a PEM public key, or the provider's JWKS URL.
+    jwt_public_key_file: str = ""
+    jwt_jwks_url: str = ""
+    # Checked when set: the token's `aud` must contain it, its `iss` must equal it.
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    # Origins (comma-separated, e.g. https://app.example.com) whose pages may call the API
+    # and open streams; empty: none.
+    cors_origins: str = ""
     history_maxlen: int = Field(1000, ge=1)
     # A channel's history is dropped after this long without a new event (0: kept for ever).
     history_ttl_seconds: int = Field(7 * 24 * 3600, ge=0)
@@ -74,8 +85,37 @@ class Settings(BaseSettings):
             raise ValueError(f"FINRT_{str(info.field_name).upper()}: {exc}") from None
         return value.strip()
 
+    @property
+    def jwt_asymmetric(self) -> bool:
+        return bool(self.jwt_public_key_file or self.jwt_jwks_url)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and not re.match(r"^https?://[^/\s]+/?\Z", origin):
+                raise ValueError(
+                    f"FINRT_CORS_ORIGINS: {origin!r} is not an origin such as "
+                    "https://app.example.com (scheme and host, optional port, no path)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_verify_tokens(self) -> Settings:
+        if self.jwt_public_key_file and self.jwt_jwks_url:
+            raise ValueError("set FINRT_JWT_PUBLIC_KEY_FILE or FINRT_JWT_JWKS_URL, not both")
+        if self.jwt_jwks_url and not re.match(r"^https?://", self.jwt_jwks_url):
+            raise ValueError("FINRT_JWT_JWKS_URL must be an http(s) URL")
+        return self
+
     @model_validator(mode="after")
     def _secret_required_outside_development(self) -> Settings:
+        if self.jwt_asymmetric:
+            return self
         if self.env != "development" and len(self.jwt_secret) < 16:
             raise ValueError(
                 "FINRT_JWT_SECRET must be set (16 characters or more) outside `finrt dev`"

@@ -1,0 +1,167 @@
+"""Tokens from an identity provider: RS256/ES256 verified with a JWKS served by a local HTTP
+server (its requests counted) or with a PEM public key; audience and issuer checked."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from api.jwks import REFETCH_SECONDS
+from tests.support import make_token
+
+AUD, ISS = "finrt-api", "https://idp.example.test/"
+
+
+class Jwks:
+    """A JWKS endpoint on loopback that counts the requests it gets."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict[str, Any]] = []
+        self.requests = 0
+        jwks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                jwks.requests += 1
+                body = json.dumps({"keys": jwks.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, kid: str, key: Any, alg: str) -> None:
+        jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
+        self.keys.append({**jwk, "kid": kid, "use": "sig", "alg": alg})
+
+
+def _rsa() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _claims(user: str, **extra: Any) -> dict[str, Any]:
+    return {"sub": user, "exp": int(time.time()) + 600, "aud": AUD, "iss": ISS, **extra}
+
+
+def _sign(key: Any, alg: str, kid: str | None, claims: dict[str, Any]) -> str:
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None) -> str:
+    """A token PyJWT would refuse to make: ``alg`` none, or an HMAC keyed with a public key."""
+    head = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+    if secret is None:
+        return head + "."
+    return head + "." + _b64(hmac.new(secret, head.encode(), hashlib.sha256).digest())
+
+
+def _pem(key: Any) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _status(url: str, token: str) -> int:
+    """The status a stream open gets (the stream itself is closed at once)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", url + "/api/v1/stream/notifications", headers=headers) as r:
+        if r.status_code == 200:
+            assert r.headers["content-type"].startswith("text/event-stream")
+        return r.status_code
+
+
+@pytest.fixture
+def jwks() -> Iterator[Jwks]:
+    served = Jwks()
+    yield served
+    served.server.shutdown()
+
+
+def test_jwks_tokens_open_streams_with_one_fetch_and_bad_ones_are_401(start_api, env, user, jwks):
+    signing = _rsa()
+    jwks.publish("k1", signing, "RS256")
+    api = start_api(jwt_jwks_url=jwks.url, jwt_audience=AUD, jwt_issuer=ISS)
+    assert jwks.requests == 0  # nothing fetched before a token needs it
+
+    # Many opens, each with a token of its own (no token cache helps): one fetch.
+    for n in range(8):
+        assert _status(api.url, _sign(signing, "RS256", "k1", _claims(user, jti=str(n)))) == 200
+    assert jwks.requests == 1
+    with httpx.Client(base_url=api.url) as client:
+        good = _sign(signing, "RS256", "k1", _claims(user))
+        r = client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {good}"})
+        assert r.status_code == 200
+
+    public_pem = _pem(signing)
+    bad = {
+        "wrong audience": _sign(signing, "RS256", "k1", _claims(user, aud="another-api")),
+        "no audience": _sign(signing, "RS256", "k1", {**_claims(user), "aud": None}),
+        "wrong issuer": _sign(signing, "RS256", "k1", _claims(user, iss="https://evil.test/")),
+        "expired": _sign(signing, "RS256", "k1", _claims(user, exp=int(time.time()) - 60)),
+        "other key, same kid": _sign(_rsa(), "RS256", "k1", _claims(user)),
+        "alg none": _forged({"alg": "none", "kid": "k1"}, _claims(user), None),
+        "key confusion": _forged({"alg": "HS256", "kid": "k1"}, _claims(user), public_pem),
+        "shared secret": make_token(env, user, aud=AUD, iss=ISS),
+    }
+    for name, token in bad.items():
+        assert _status(api.url, token) == 401, name
+    # Unknown kids: refused, and at most one refetch however many arrive.
+    before = jwks.requests
+    for n in range(6):
+        assert _status(api.url, _sign(_rsa(), "RS256", f"made-up-{n}", _claims(user))) == 401
+    assert jwks.requests - before <= 1
+
+    # The provider rotates its keys: a token with the new kid works once the refetch pause
+    # has passed, with one more fetch.
+    rotated = ec.generate_private_key(ec.SECP256R1())
+    jwks.publish("k2", rotated, "ES256")
+    time.sleep(REFETCH_SECONDS + 0.5)
+    before = jwks.requests
+    assert _status(api.url, _sign(rotated, "ES256", "k2", _claims(user))) == 200
+    assert _status(api.url, _sign(rotated, "ES256", "k2", _claims(user, jti="x"))) == 200
+    assert jwks.requests == before + 1
+    # An ES256 key does not verify an RS256 token, whatever the header says.
+    assert _status(api.url, _forged({"alg": "RS256", "kid": "k2"}, _claims(user), None)) == 401
+
+
+def test_public_key_file_verifies_es256_and_refuses_everything_else(start_api, env, user, tmp_path):
+    signing = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(_pem(signing))
+    api = start_api(jwt_public_key_file=str(pem), jwt_issuer=ISS)
+    assert _status(api.url, _sign(signing, "ES256", None, _claims(user))) == 200
+    # No audience configured: one in the token is not checked.
+    assert _status(api.url, _sign(signing, "ES256", None, _claims(user, aud="x"))) == 200
+    for token in (
+        _sign(signing, "ES256", None, _claims(user, iss="https://other.test/")),
+        _sign(ec.generate_private_key(ec.SECP256R1()), "ES256", None, _claims(user)),
+        _sign(_rsa(), "RS256", None, _claims(user)),
+        _forged({"alg": "HS256"}, _claims(user), _pem(signing)),
+        _forged({"alg": "none"}, _claims(user), None),
+        make_token(env, user),
+    ):
+        assert _status(api.url, token) == 401
