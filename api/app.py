@@ -19,7 +19,19 @@ from api.cors import with_cors
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
-from api.routes import events, files, health, metrics, notifications, page, reports, streams
+from api.openapi import install as install_openapi
+from api.openapi import operation_id
+from api.routes import (
+    events,
+    files,
+    health,
+    metrics,
+    notifications,
+    page,
+    reference,
+    reports,
+    streams,
+)
 from api.state import AppState
 from core.settings import Settings, get_settings
 from streams.hub import Hub
@@ -79,7 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Live dashboard events and notifications over Server-Sent Events.",
         lifespan=lifespan,
+        # Served from the package by api/routes/reference.py (no CDN).
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app)
 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
@@ -91,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(ws.router)
     app.include_router(page.router)
+    app.include_router(reference.docs)
+    app.include_router(reference.schemas)
     return app
 
 

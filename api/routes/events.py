@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from api.deps import BearerToken, CurrentUser, StateDep
@@ -19,6 +19,15 @@ from streams.history import plan_resume
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
+ENVELOPE_EXAMPLE: dict[str, Any] = {
+    "id": "1795634193826-0",
+    "channel": "file:7",
+    "type": "metric_update",
+    "data": {"name": "revenue", "value": "1200.00"},
+    "created_at": "2026-11-25T17:40:12.123456Z",
+    "key": "revenue",
+}
+
 ChannelPath = Annotated[str, Path(max_length=80, description="user:<id> or file:<id>")]
 
 
@@ -29,7 +38,26 @@ def _channel(value: str) -> str:
         raise bad_request(str(exc)) from exc
 
 
-@router.get("/events/{channel}", responses={**BAD_CHANNEL, 403: {}, 404: {}})
+class EventEnvelope(BaseModel):
+    """One event (JSON Schema of each type's data: /api/v1/schemas/events.json)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ENVELOPE_EXAMPLE]})
+
+    id: str = Field(description="unique, strictly increasing within the channel")
+    channel: str
+    type: str
+    data: Any
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    key: str | None = Field(default=None, description="a newer event with it supersedes this")
+
+
+class EventList(BaseModel):
+    events: list[EventEnvelope] = Field(description="oldest first")
+
+
+@router.get(
+    "/events/{channel}", response_model=EventList, responses={**BAD_CHANNEL, 403: {}, 404: {}}
+)
 async def list_events(
     channel: ChannelPath,
     state: StateDep,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from api.deps import StateDep
@@ -21,7 +23,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "checks": {"database": "ok", "redis": "ok"}}]
+        }
+    )
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="each dependency: 'ok' or what is wrong")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency does not answer"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     """200 when the database and Redis answer, else 503 naming what does not."""
     checks: dict[str, str] = {}

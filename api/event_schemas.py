@@ -1,0 +1,307 @@
+"""The events as JSON Schema (draft 2020-12), served at ``GET /api/v1/schemas/events.json``.
+
+One document: the envelope every event shares (SSE, WebSocket, history, ``finrt tail``) and, per
+type, what ``data`` holds. Types not listed (a service may publish its own) match the envelope
+alone. Objects allow more properties than listed: new fields may be added, none removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.routes.notifications import NotificationPublic
+from streams.envelope import CHANNEL_RE, ID_RE, KEY_RE, TYPE_RE
+
+SCHEMA_PATH = "/api/v1/schemas/events.json"
+
+_ID = {
+    "type": "string",
+    "pattern": ID_RE.pattern.replace("\\Z", "$"),
+    "examples": ["1795634193826-0"],
+}
+_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-25T17:40:12.123456Z"]}
+_INT = {"type": "integer", "minimum": 0}
+_PERCENT = {"type": "integer", "minimum": 0, "maximum": 100}
+_DECIMAL = {
+    "type": ["string", "null"],
+    "description": "a decimal as a string (exact), null when unknown",
+    "examples": ["1200.00"],
+}
+_FILE_ID = {"type": "integer", "minimum": 1}
+
+
+def _object(properties: dict[str, Any], *, example: dict[str, Any], description: str) -> Any:
+    return {
+        "type": "object",
+        "description": description,
+        "required": list(properties),
+        "properties": properties,
+        "examples": [example],
+    }
+
+
+def _notification() -> dict[str, Any]:
+    schema = NotificationPublic.model_json_schema(ref_template="#/$defs/{model}")
+    schema.pop("title", None)
+    schema["properties"]["unread_count"] = _INT
+    schema["required"] = [*schema.get("required", []), "unread_count"]
+    schema["description"] = "a new notification, as the REST API shows it, and the unread count"
+    schema["examples"] = [
+        {
+            "id": "0b6f3c1e-8d0a-4c1e-9a57-2f1f6d4b8e21",
+            "type": "system_update",
+            "title": "Quarter closed",
+            "message": "Q3 figures are final.",
+            "data": {},
+            "priority": "normal",
+            "is_read": False,
+            "is_dismissed": False,
+            "created_at": "2026-11-25T17:40:12.123456Z",
+            "read_at": None,
+            "expires_at": None,
+            "unread_count": 3,
+        }
+    ]
+    return schema
+
+
+def _types() -> dict[str, Any]:
+    progress = {"type": "string", "enum": ["processing", "processed", "failed"]}
+    return {
+        "notification": _notification(),
+        "notification_read": _object(
+            {"id": {"type": "string"}, "read_at": _TIME, "unread_count": _INT},
+            description="one notification was read (in any tab)",
+            example={"id": "0b6f…", "read_at": "2026-11-25T17:41:00.000000Z", "unread_count": 2},
+        ),
+        "notifications_read_all": _object(
+            {"count": _INT, "unread_count": _INT},
+            description="all notifications were marked read",
+            example={"count": 5, "unread_count": 0},
+        ),
+        "notification_dismissed": _object(
+            {"id": {"type": "string"}, "unread_count": _INT},
+            description="one notification was dismissed",
+            example={"id": "0b6f…", "unread_count": 2},
+        ),
+        "job_progress": _object(
+            {
+                "job_id": {"type": "string"},
+                "kind": {"type": "string", "examples": ["process_file"]},
+                "file_id": _FILE_ID,
+                "status": {"type": "string", "enum": ["running", "processed", "failed"]},
+                "percent": _PERCENT,
+            },
+            description="a background job of the user's (on user:{id}); failed ones add error",
+            example={
+                "job_id": "5d1c…",
+                "kind": "process_file",
+                "file_id": 7,
+                "status": "running",
+                "percent": 40,
+            },
+        ),
+        "file_processing": _object(
+            {"status": progress, "processed": _INT, "total": _INT, "percent": _PERCENT},
+            description="a file's processing progress (on file:{id}); failed adds error",
+            example={"status": "processing", "processed": 400, "total": 1000, "percent": 40},
+        ),
+        "financial_data_update": _object(
+            {
+                "file_id": _FILE_ID,
+                "status": {"const": "processed"},
+                "currency": {"type": ["string", "null"]},
+                "periods": {"type": "array", "items": {"type": "string"}},
+                "periods_total": _INT,
+                "rows_total": _INT,
+                "rows_ok": _INT,
+                "rows_bad": _INT,
+                "rows_by_statement": {"type": "object", "additionalProperties": _INT},
+            },
+            description="a file's data was (re)loaded: refetch the dashboard",
+            example={
+                "file_id": 7,
+                "status": "processed",
+                "currency": "EUR",
+                "periods": ["2026-Q1", "2026-Q2"],
+                "periods_total": 2,
+                "rows_total": 120,
+                "rows_ok": 120,
+                "rows_bad": 0,
+                "rows_by_statement": {"income": 80, "balance": 40},
+            },
+        ),
+        "metric_update": _object(
+            {
+                "name": {"type": "string"},
+                "label": {"type": "string"},
+                "unit": {"type": "string", "examples": ["money", "ratio"]},
+                "period": {"type": ["string", "null"]},
+                "value": _DECIMAL,
+                "previous": _DECIMAL,
+                "change": _DECIMAL,
+            },
+            description="one dashboard card changed (key: the metric's name)",
+            example={
+                "name": "revenue",
+                "label": "Revenue",
+                "unit": "money",
+                "period": "2026-Q2",
+                "value": "1200.00",
+                "previous": "1000.00",
+                "change": "0.2000",
+            },
+        ),
+        "chart_data_update": _object(
+            {
+                "name": {"type": "string"},
+                "label": {"type": "string"},
+                "unit": {"type": "string"},
+                "points": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["period", "value"],
+                        "properties": {"period": {"type": "string"}, "value": _DECIMAL},
+                    },
+                },
+                "points_total": _INT,
+                "truncated": {"type": "boolean"},
+            },
+            description="one chart changed; only the newest points when truncated",
+            example={
+                "name": "revenue",
+                "label": "Revenue",
+                "unit": "money",
+                "points": [{"period": "2026-Q2", "value": "1200.00"}],
+                "points_total": 1,
+                "truncated": False,
+            },
+        ),
+        "parameter_update": _object(
+            {
+                "file_id": _FILE_ID,
+                "name": {"type": "string"},
+                "value": {"type": "string"},
+                "previous": {"type": ["string", "null"]},
+                "updated_by": {"type": "string"},
+            },
+            description="a what-if parameter was set; recomputed metrics follow",
+            example={
+                "file_id": 7,
+                "name": "growth",
+                "value": "0.25",
+                "previous": None,
+                "updated_by": "alice",
+            },
+        ),
+        "report_status": _object(
+            {
+                "report_id": _FILE_ID,
+                "file_id": _FILE_ID,
+                "format": {"type": "string", "enum": ["csv", "xlsx", "pdf"]},
+                "status": {"type": "string", "enum": ["queued", "running", "ready", "failed"]},
+                "percent": _PERCENT,
+                "scheduled": {"type": "boolean"},
+                "download_url": {"type": ["string", "null"]},
+                "error": {"type": ["string", "null"]},
+            },
+            description="a report's progress (on the file's channel and the requester's)",
+            example={
+                "report_id": 3,
+                "file_id": 7,
+                "format": "pdf",
+                "status": "ready",
+                "percent": 100,
+                "scheduled": False,
+                "download_url": "/api/v1/reports/3/download",
+                "error": None,
+            },
+        ),
+        "reset": _object(
+            {
+                "reason": {
+                    "type": "string",
+                    "enum": ["history_trimmed", "history_lost", "unknown_position"],
+                },
+                "position": _ID,
+            },
+            description="control event: history no longer reaches back to the client's "
+            "position; refetch the snapshot and continue from this event's id",
+            example={"reason": "history_trimmed", "position": "1795634193826-0"},
+        ),
+        "auth_expired": _object(
+            {"reason": {"type": "string"}},
+            description="control event: the token expired; the stream ends. Reconnect with "
+            "a fresh token and Last-Event-ID",
+            example={"reason": "token expired"},
+        ),
+    }
+
+
+def envelope_schema() -> dict[str, Any]:
+    """The envelope alone (also the OpenAPI component ``EventEnvelope``)."""
+    return {
+        "type": "object",
+        "description": "one event: identical on SSE (the data line), WebSocket, history and "
+        "finrt tail",
+        "required": ["id", "channel", "type", "data", "created_at"],
+        "properties": {
+            "id": {
+                **_ID,
+                "description": "unique, strictly increasing within the channel (opaque)",
+            },
+            "channel": {
+                "type": "string",
+                "pattern": CHANNEL_RE.pattern.replace("\\Z", "$"),
+                "examples": ["file:7"],
+            },
+            "type": {
+                "type": "string",
+                "pattern": TYPE_RE.pattern.replace("\\Z", "$"),
+                "examples": ["metric_update"],
+            },
+            "data": {"description": "depends on type (see $defs)"},
+            "created_at": _TIME,
+            "key": {
+                "type": "string",
+                "pattern": KEY_RE.pattern.replace("\\Z", "$"),
+                "description": "a newer event with the same key supersedes this one",
+                "examples": ["revenue"],
+            },
+        },
+        "examples": [
+            {
+                "id": "1795634193826-0",
+                "channel": "file:7",
+                "type": "metric_update",
+                "data": {"name": "revenue", "value": "1200.00"},
+                "created_at": "2026-11-25T17:40:12.123456Z",
+                "key": "revenue",
+            }
+        ],
+    }
+
+
+def events_schema() -> dict[str, Any]:
+    types = _types()
+    nested: dict[str, Any] = {}
+    for schema in types.values():
+        nested.update(schema.pop("$defs", {}))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_PATH,
+        "title": "FinVision Realtime events",
+        "description": "An event envelope; data per type in $defs (named after the type).",
+        "$defs": {"Envelope": envelope_schema(), **nested, **types},
+        "allOf": [
+            {"$ref": "#/$defs/Envelope"},
+            *(
+                {
+                    "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                    "then": {"properties": {"data": {"$ref": f"#/$defs/{name}"}}},
+                }
+                for name in types
+            ),
+        ],
+    }
