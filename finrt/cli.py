@@ -126,13 +126,21 @@ def tail(
     from_id: Annotated[
         str | None, typer.Option("--from", help="print history after this id first")
     ] = None,
+    api_url: Annotated[
+        str, typer.Option("--api", envvar="FINRT_API_URL", help="the API to stream from")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="FINRT_TOKEN", help="default: one minted with FINRT_JWT_SECRET"),
+    ] = None,
 ) -> None:
-    """Print a channel's events as they arrive (one envelope per line)."""
+    """Print a channel's events as they arrive (one envelope per line), from the API's stream."""
     import os
 
     import redis
 
     from finrt._cli import print_history, redis_url_problem, safe_url
+    from finrt.client import StreamRefused
     from finrt.tail import run_tail
 
     s = _settings()
@@ -143,7 +151,7 @@ def tail(
         if from_id is not None:
             # History first, with a progress bar on a terminal; then live from where it ended.
             start = asyncio.run(print_history(s, channel, from_id))
-        asyncio.run(run_tail(s, channel, start))
+        asyncio.run(run_tail(s, channel, start, api_url=api_url, token=token))
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
@@ -151,6 +159,8 @@ def tail(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
+    except StreamRefused as exc:
+        raise _fail(f"the API refused the stream: {exc}", 2) from None
     except (OSError, ConnectionError, RuntimeError, redis.RedisError) as exc:
         raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
 

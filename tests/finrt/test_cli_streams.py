@@ -15,7 +15,7 @@ def _finrt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_publish_prints_the_id_and_tail_prints_history_then_live(env, user):
+def test_publish_prints_the_id_and_tail_prints_history_then_live(api, env, user):
     channel = f"user:{user}"
     first = _finrt(env, "publish", channel, "job_progress", '{"n": 1}').stdout.strip()
     second = _finrt(
@@ -23,7 +23,7 @@ def test_publish_prints_the_id_and_tail_prints_history_then_live(env, user):
     ).stdout.strip()
     assert first and second and first != second
     tail = subprocess.Popen(
-        [str(BIN / "finrt"), "tail", channel, "--from", first],
+        [str(BIN / "finrt"), "tail", channel, "--from", first, "--api", api.url],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
