@@ -105,6 +105,85 @@ def _complete_operation(op: dict[str, Any]) -> None:
             json_content["schema"] = {"$ref": "#/components/schemas/Error"}
 
 
+# Examples by field name ("Schema.field" first), for fields that carry none of their own: any
+# schema, also a new one, gets realistic values for the names it shares with these.
+FIELD_EXAMPLES: dict[str, Any] = {
+    "FilePublic.name": "q3-2026.csv",
+    "ParameterPublic.name": "growth",
+    "ParameterPublic.value": "0.25",
+    "ParameterPublic.previous": "0.1",
+    "MemberPublic.role": "member",
+    "DashboardPublic.status": "processed",
+    "ReportPublic.format": "pdf",
+    "title": "Report ready",
+    "message": "Q3 income statement is ready",
+    "owner_id": "alice",
+    "user_id": "bob@example.com",
+    "updated_by": "alice",
+    "requested_by": "alice",
+    "job_id": "5d1c9a7e-3b2f-4e8a-9c61-0f2d7b4a8e13",
+    "last_event_id": "1795634193826-0",
+    "EventCreated.id": "1795634193826-0",
+    "ticket": "Jx3v9q0sT0k2m5Yc8dWb1nL4rP7eA6hG",
+    "expires_in": 60,
+    "currency": "EUR",
+    "error": None,
+    "created_at": "2026-11-25T17:40:12.123456Z",
+    "updated_at": "2026-11-25T17:41:03.004211Z",
+    "started_at": "2026-11-25T17:40:13.000000Z",
+    "finished_at": "2026-11-25T17:40:19.500000Z",
+    "download_url": "/api/v1/reports/3/download",
+    "size_bytes": 48213,
+    "last_period": "2026-11-24",
+    "current_period": "2026-11-25",
+    "changed_metrics": ["net_income", "net_margin"],
+    "changed_charts": ["net_income"],
+    "rows_total": 120,
+    "rows_ok": 118,
+    "rows_bad": 2,
+    "metrics": [{"name": "revenue", "label": "Revenue", "unit": "money", "value": "1200.00"}],
+    "charts": [{"name": "revenue", "points": [{"period": "2026-Q2", "value": "1200.00"}]}],
+    "parameters": {"growth": "0.25"},
+    "key": "revenue",
+    "loc": ["body", "value"],
+    "msg": "Field required",
+}
+
+
+def _field_example(schema_name: str, field: str, sub: dict[str, Any]) -> tuple[bool, Any]:
+    if sub.get("examples") or "example" in sub or "const" in sub:
+        return False, None
+    for name in (f"{schema_name}.{field}", field):
+        if name in FIELD_EXAMPLES and _fits(FIELD_EXAMPLES[name], sub):
+            return True, copy.deepcopy(FIELD_EXAMPLES[name])
+    return False, None
+
+
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
+
+def _types_of(schema: dict[str, Any]) -> set[str]:
+    kind = schema.get("type")
+    kinds = set(kind if isinstance(kind, list) else [kind] if kind else [])
+    for option in schema.get("anyOf", []):
+        kinds |= _types_of(option)
+    return kinds
+
+
+def _fits(value: Any, schema: dict[str, Any]) -> bool:
+    """A shallow check (the JSON type) that a named example suits this field."""
+    kinds = _types_of(schema)
+    return not kinds or _JSON_TYPES.get(type(value)) in kinds
+
+
 def _resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     ref = schema.get("$ref", "")
     if ref.startswith("#/components/schemas/"):
@@ -113,8 +192,12 @@ def _resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def example_of(schema: dict[str, Any], schemas: dict[str, Any], depth: int = 0) -> Any:
+def example_of(
+    schema: dict[str, Any], schemas: dict[str, Any], depth: int = 0, name: str = ""
+) -> Any:
     """An example value for ``schema``, from the examples written on it or its parts."""
+    ref = schema.get("$ref", "")
+    name = ref.rsplit("/", 1)[1] if ref else name
     schema = _resolve(schema, schemas)
     if schema.get("examples"):
         return copy.deepcopy(schema["examples"][0])
@@ -136,8 +219,11 @@ def example_of(schema: dict[str, Any], schemas: dict[str, Any], depth: int = 0) 
     if kind == "object" or "properties" in schema:
         if depth > 6:
             return {}
-        props = schema.get("properties", {})
-        return {name: example_of(sub, schemas, depth + 1) for name, sub in props.items()}
+        example: dict[str, Any] = {}
+        for field, sub in schema.get("properties", {}).items():
+            known, value = _field_example(name, field, sub)
+            example[field] = value if known else example_of(sub, schemas, depth + 1)
+        return example
     if kind == "array":
         return [example_of(schema.get("items", {}), schemas, depth + 1)]
     if kind == "integer":
@@ -173,9 +259,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             _complete_operation(op)
     if "HTTPValidationError" not in str(document["paths"]):
         schemas.pop("HTTPValidationError", None)
-    for schema in schemas.values():
+    for name, schema in schemas.items():
         if not schema.get("examples") and "example" not in schema:
-            schema["examples"] = [example_of(schema, schemas)]
+            schema["examples"] = [example_of(schema, schemas, name=name)]
     return document
 
 
