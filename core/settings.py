@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from limits import RateLimitItem, parse_many
@@ -110,6 +111,15 @@ class Settings(BaseSettings):
             raise ValueError("set FINRT_JWT_PUBLIC_KEY_FILE or FINRT_JWT_JWKS_URL, not both")
         if self.jwt_jwks_url and not re.match(r"^https?://", self.jwt_jwks_url):
             raise ValueError("FINRT_JWT_JWKS_URL must be an http(s) URL")
+        if self.jwt_public_key_file:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            try:
+                load_pem_public_key(Path(self.jwt_public_key_file).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise ValueError(
+                    f"FINRT_JWT_PUBLIC_KEY_FILE: not a readable PEM public key: {exc}"
+                ) from None
         return self
 
     @model_validator(mode="after")

@@ -165,3 +165,26 @@ def test_public_key_file_verifies_es256_and_refuses_everything_else(start_api, e
         make_token(env, user),
     ):
         assert _status(api.url, token) == 401
+
+
+def test_settings_refuse_what_cannot_work(tmp_path):
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    garbage = tmp_path / "bad.pem"
+    garbage.write_text("not a key")
+    for values, message in (
+        ({"jwt_public_key_file": str(tmp_path / "missing.pem")}, "FINRT_JWT_PUBLIC_KEY_FILE"),
+        ({"jwt_public_key_file": str(garbage)}, "FINRT_JWT_PUBLIC_KEY_FILE"),
+        ({"jwt_jwks_url": "ftp://idp/keys"}, "FINRT_JWT_JWKS_URL"),
+        ({"jwt_jwks_url": "http://idp/k", "jwt_public_key_file": str(garbage)}, "not both"),
+        ({"cors_origins": "app.example.com"}, "FINRT_CORS_ORIGINS"),
+        ({"cors_origins": "https://app.example.com/path"}, "FINRT_CORS_ORIGINS"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            Settings(env="production", jwt_secret="", **values)
+    # A key setting makes the shared secret unnecessary.
+    assert Settings(env="production", jwt_secret="", jwt_jwks_url="https://idp/k").jwt_asymmetric
+    origins = Settings(jwt_secret="x" * 32, cors_origins=" https://a.test, http://b.test:8080/ ")
+    assert origins.cors_origin_list == ["https://a.test", "http://b.test:8080"]
