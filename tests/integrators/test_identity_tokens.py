@@ -183,7 +183,7 @@ def test_settings_refuse_what_cannot_work(tmp_path):
         ({"cors_origins": "https://app.example.com/path"}, "FINRT_CORS_ORIGINS"),
     ):
         with pytest.raises(ValidationError, match=message):
-            Settings(env="production", jwt_secret="", **values)
+            Settings.model_validate({"env": "production", "jwt_secret": "", **values})
     # A key setting makes the shared secret unnecessary.
     assert Settings(env="production", jwt_secret="", jwt_jwks_url="https://idp/k").jwt_asymmetric
     origins = Settings(jwt_secret="x" * 32, cors_origins=" https://a.test, http://b.test:8080/ ")
