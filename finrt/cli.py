@@ -141,7 +141,7 @@ def tail(
 
     from finrt._cli import print_history, redis_url_problem, safe_url
     from finrt.client import StreamRefused
-    from finrt.tail import run_tail
+    from finrt.tail import ApiUnreachable, run_tail
 
     s = _settings()
     if problem := redis_url_problem(s.redis_url):
@@ -161,6 +161,8 @@ def tail(
         raise _fail(str(exc), 2) from None
     except StreamRefused as exc:
         raise _fail(f"the API refused the stream: {exc}", 2) from None
+    except ApiUnreachable as exc:
+        raise _fail(str(exc)) from None
     except (OSError, ConnectionError, RuntimeError, redis.RedisError) as exc:
         raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
 

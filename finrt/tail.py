@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+import httpx
+
 from api.auth import issue_token
 from core.settings import Settings
 from finrt.client import astream
@@ -13,6 +15,10 @@ from streams.envelope import InvalidEvent, check_channel, parse_id
 
 # A minted token lasts this long; the stream's auth_expired brings a fresh one.
 TOKEN_TTL_SECONDS = 3600
+
+
+class ApiUnreachable(ConnectionError):
+    """No API answers at the URL (once streaming, a lost API is waited for instead)."""
 
 
 def reader_of(settings: Settings, channel: str) -> str:
@@ -53,6 +59,11 @@ async def run_tail(
                 user, settings.jwt_secret, settings.jwt_algorithm, ttl_seconds=TOKEN_TTL_SECONDS
             )
 
+    try:
+        async with httpx.AsyncClient(timeout=5) as probe:
+            await probe.get(api_url.rstrip("/") + "/healthz")
+    except httpx.HTTPError as exc:
+        raise ApiUnreachable(f"the API is not reachable at {api_url}: {exc}") from None
     out = sys.stdout
     async for event in astream(api_url, [channel], token or fresh, last_event_id=from_id or None):
         envelope = {

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -45,10 +44,9 @@ def assert_clear_error(result, code: int, *needles: str) -> None:
     "args",
     [
         ("publish", "user:x", "greeting", "{}"),
-        ("tail", "user:x"),
         ("tail", "user:x", "--from", "1-0"),
     ],
-    ids=["publish", "tail", "tail-from"],
+    ids=["publish", "tail-from"],
 )
 def test_a_bad_redis_url_is_a_clear_error(env, args):
     result = run(env, *args, redis_url="nonsense")
@@ -59,10 +57,9 @@ def test_a_bad_redis_url_is_a_clear_error(env, args):
     "args",
     [
         ("publish", "user:x", "greeting", "{}"),
-        ("tail", "user:x"),
         ("tail", "user:x", "--from", "1-0"),
     ],
-    ids=["publish", "tail", "tail-from"],
+    ids=["publish", "tail-from"],
 )
 def test_an_unreachable_redis_is_a_clear_error_that_hides_the_password(env, args):
     url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
@@ -71,6 +68,17 @@ def test_an_unreachable_redis_is_a_clear_error_that_hides_the_password(env, args
     assert time.monotonic() - started < 20
     assert_clear_error(result, 1, "Redis is not reachable at redis://:***@127.0.0.1:")
     assert "hunter2secret" not in result.stderr
+
+
+def test_tail_without_an_api_or_refused_is_a_clear_error(api, env, token, user):
+    """``finrt tail`` follows the API's stream (finrt.client): no API, or a refusal, is a
+    one-line error."""
+    result = run(env, "tail", "user:x", "--api", f"http://127.0.0.1:{free_port()}")
+    assert_clear_error(result, 1, "the API is not reachable at http://127.0.0.1:")
+    others = run(env, "tail", f"user:o{user}", "--api", api.url, "--token", token(user))
+    assert_clear_error(others, 2, "the API refused the stream: 403")
+    bad = run(env, "tail", f"user:{user}", "--api", api.url, "--token", "not-a-token")
+    assert_clear_error(bad, 2, "the API refused the stream: 401")
 
 
 @pytest.mark.parametrize(
@@ -106,9 +114,9 @@ def _drain(fd: int, into: bytearray) -> None:
         into.extend(chunk)
 
 
-def test_tail_from_shows_a_progress_bar_on_a_terminal_then_follows_live(env, user):
+def test_tail_from_shows_a_progress_bar_on_a_terminal_then_follows_live(api, env, user, make_file):
     s = get_settings()
-    channel = f"file:tail{uuid.uuid4().hex[:8]}"
+    channel = f"file:{make_file(user)}"
     anchor = publish(channel, "metric_update", {"n": -1})
     client = redis.Redis.from_url(s.redis_url)
     publisher = Publisher(client, s.redis_prefix, maxlen=10_000)
@@ -120,7 +128,7 @@ def test_tail_from_shows_a_progress_bar_on_a_terminal_then_follows_live(env, use
     drainer.start()
     full = dict(env, FINRT_HISTORY_MAXLEN="10000")
     process = subprocess.Popen(
-        [FINRT, "tail", channel, "--from", anchor],
+        [FINRT, "tail", channel, "--from", anchor, "--api", api.url],
         env=full,
         stdout=subprocess.PIPE,
         stderr=slave,
