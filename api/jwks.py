@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import PyJWKSetError
+from jwt.exceptions import PyJWKError, PyJWKSetError
 
 log = logging.getLogger("finrt.api.jwks")
 
@@ -38,9 +38,7 @@ class JwksKeys:
         self.tried_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    def _known(self, kid: str | None) -> PyJWK | None:
-        if time.monotonic() - self.fetched_at > MAX_AGE_SECONDS:
-            return None
+    def _lookup(self, kid: str | None) -> PyJWK | None:
         if kid is None:
             # A token without kid is fine when the set holds exactly one key.
             return next(iter(self.keys.values())) if len(self.keys) == 1 else None
@@ -48,16 +46,20 @@ class JwksKeys:
 
     async def key_for(self, kid: str | None) -> PyJWK | None:
         """The key named ``kid``; None when the provider does not publish it."""
-        key = self._known(kid)
-        if key is not None:
+        key = self._lookup(kid)
+        if key is not None and time.monotonic() - self.fetched_at <= MAX_AGE_SECONDS:
             return key
         async with self._lock:
-            key = self._known(kid)
-            if key is not None or time.monotonic() - self.tried_at < REFETCH_SECONDS:
-                return key
-            self.tried_at = time.monotonic()
-            await self._fetch()
-            return self._known(kid)
+            key = self._lookup(kid)
+            fresh = time.monotonic() - self.fetched_at <= MAX_AGE_SECONDS
+            if (key is None or not fresh) and time.monotonic() - self.tried_at >= REFETCH_SECONDS:
+                self.tried_at = time.monotonic()
+                await self._fetch()
+                key = self._lookup(kid)
+            # A known key stays in use when a refresh fails (the provider is briefly down).
+            if key is None and not self.keys and self.tried_at > self.fetched_at:
+                raise JwksUnavailable("the key set could not be fetched")
+            return key
 
     async def _fetch(self) -> None:
         try:
@@ -66,13 +68,11 @@ class JwksKeys:
                 response.raise_for_status()
                 body: Any = response.json()
             keys = PyJWKSet.from_dict(body).keys
-        except (httpx.HTTPError, ValueError, PyJWKSetError) as exc:
+        except (httpx.HTTPError, ValueError, PyJWKError, PyJWKSetError) as exc:
             # Known keys stay in use: a provider that is briefly down must not log everyone out.
             log.warning("JWKS fetch from %s failed: %s", self.url, exc)
-            if not self.keys:
-                raise JwksUnavailable(f"the key set could not be fetched: {exc}") from exc
             return
-        # Signing keys only; one without a kid is usable by tokens without one (see _known).
+        # Signing keys only; one without a kid is usable by tokens without one (see _lookup).
         self.keys = {k.key_id or "": k for k in keys if k.public_key_use in (None, "sig")}
         self.fetched_at = time.monotonic()
         log.info("JWKS fetched from %s: %d keys", self.url, len(self.keys))

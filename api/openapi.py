@@ -240,9 +240,6 @@ def example_of(
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
-    # Deferred: api.event_schemas imports route modules, which import this package's deps.
-    from api.event_schemas import envelope_schema
-
     document = get_openapi(
         title=app.title,
         version=app.version,
@@ -253,7 +250,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
     schemas["EventStream"] = SSE_SCHEMA
-    schemas.setdefault("EventEnvelope", envelope_schema())
     for item in document.get("paths", {}).values():
         for op in item.values():
             _complete_operation(op)

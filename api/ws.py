@@ -106,7 +106,9 @@ async def websocket_route(ws: WebSocket) -> None:
     try:
         principal = await _authenticate(state, ws)
     except HTTPException as exc:
-        await ws.close(code=4001, reason=str(exc.detail)[:100])
+        # 1013 "try again later": the identity provider's keys could not be fetched (503).
+        code = 4001 if exc.status_code == 401 else 1013
+        await ws.close(code=code, reason=str(exc.detail)[:100])
         return
     hub = state.hub
     try:

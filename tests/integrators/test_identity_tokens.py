@@ -188,3 +188,13 @@ def test_settings_refuse_what_cannot_work(tmp_path):
     assert Settings(env="production", jwt_secret="", jwt_jwks_url="https://idp/k").jwt_asymmetric
     origins = Settings(jwt_secret="x" * 32, cors_origins=" https://a.test, http://b.test:8080/ ")
     assert origins.cors_origin_list == ["https://a.test", "http://b.test:8080"]
+
+
+def test_an_unreachable_provider_is_503_not_401(start_api, user):
+    from finrt.embedded_redis import free_port
+
+    api = start_api(jwt_jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json")
+    token = _sign(_rsa(), "RS256", "k1", _claims(user))
+    r = httpx.get(f"{api.url}/api/v1/notifications", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503 and "identity provider" in r.json()["detail"]
+    assert _status(api.url, token) == 503
