@@ -65,8 +65,8 @@ async def list_events(
         else:
             page = await hub.history.read_page(channel, plan.position, limit)
             events = [e.envelope for e in page.events]
-    head = format_id(bounds.head).encode()
-    body = b'{"events":[' + b",".join(events) + b'],"position":"' + head + b'"}'
+    newest = format_id(bounds.head).encode()
+    body = b'{"events":[' + b",".join(events) + b'],"position":"' + newest + b'"}'
     return Response(body, media_type="application/json")
 
 
