@@ -153,7 +153,8 @@ function start(userId) {
     if (!fileBuffer) fileBuffer = [];
     let dashboard = null;
     try {
-      dashboard = await api.get(`/files/${id}/dashboard`, { period });
+      // Monthly is the default: its address stays the one every version of the page used.
+      dashboard = await api.get(`/files/${id}/dashboard`, { period: period === "month" ? null : period });
     } catch (error) {
       if (error.status !== 401 && mine === choice) reportError(`The dashboard could not be loaded: ${error.message}`);
     }
