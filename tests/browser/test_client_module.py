@@ -13,8 +13,9 @@ import pytest
 
 import streams
 from domain.sample import sample_csv
-from tests.browser.client_harness import js, open_harness, processed_file, serve_harness
+from tests.browser.client_harness import js, open_harness, serve_harness
 from tests.browser.test_live_dashboard import metric, publish_metric
+from tests.processed_files import processed_file
 from tests.support import make_token
 
 pytestmark = pytest.mark.browser

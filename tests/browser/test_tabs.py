@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from domain.sample import sample_csv
-from tests.browser.client_harness import processed_file, wait_streams
+from tests.browser.client_harness import wait_streams
 from tests.browser.conftest import COUNT_EVENT_SOURCES, Dashboard
 from tests.browser.test_live_dashboard import publish_metric
+from tests.processed_files import processed_file
 from tests.support import make_token
 
 pytestmark = pytest.mark.browser
