@@ -24,6 +24,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcont
 from typing import Any, Literal
 
 from domain.csv_import import FinancialRow
+from domain.periods import PERIODS, Period, next_period, period_of, period_sort_key
 
 __all__ = [
     "CHART_NAMES",
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 Unit = Literal["money", "ratio"]
-Period = Literal["month", "quarter", "year"]
-PERIODS: tuple[Period, ...] = ("month", "quarter", "year")
 JsonDict = dict[str, Any]
 
 METRIC_LABELS: dict[str, str] = {
@@ -189,26 +188,6 @@ class Dashboard:
         return cls(metrics, charts, data.get("currency"))
 
 
-def period_sort_key(period: str) -> tuple[int, int, int]:
-    """(year, first month, length in months) of a ``YYYY-MM``, ``YYYY-Qn`` or ``YYYY`` period."""
-    year, _, part = period.partition("-")
-    if not part:
-        return int(year), 1, 12
-    if part.upper().startswith("Q"):
-        return int(year), (int(part[1:]) - 1) * 3 + 1, 3
-    return int(year), int(part), 1
-
-
-def next_period(period: str) -> str:
-    year, first_month, length = period_sort_key(period)
-    if length == 12:
-        return f"{year + 1:04d}"
-    month = first_month + length
-    if month > 12:
-        year, month = year + 1, month - 12
-    return f"{year:04d}-Q{(month - 1) // 3 + 1}" if length == 3 else f"{year:04d}-{month:02d}"
-
-
 def validate_parameter(name: str, value: object) -> Decimal:
     spec = PARAMETERS.get(name)
     if spec is None:
@@ -225,17 +204,6 @@ def affected_metrics(parameter_name: str) -> list[str]:
     if parameter_name not in _AFFECTED:
         raise ValueError(f"unknown parameter {parameter_name!r}")
     return list(_AFFECTED[parameter_name])
-
-
-def period_of(period: str, view: Period) -> str:
-    """The label of the ``view`` period holding a row's ``period`` (``2026-05`` in the
-    ``quarter`` view is ``2026-Q2``, in the ``year`` view ``2026``)."""
-    year, first_month, length = period_sort_key(period)
-    if view == "month" or length == 12:
-        return period
-    if view == "quarter":
-        return f"{year:04d}-Q{(first_month - 1) // 3 + 1}"
-    return f"{year:04d}"
 
 
 def build_dashboard(
