@@ -13,7 +13,7 @@ import pytest
 
 import streams
 from domain.sample import sample_csv
-from tests.browser.client_harness import js, open_harness, serve_harness
+from tests.browser.client_harness import js, open_harness, serve_harness, wait_streams
 from tests.browser.test_live_dashboard import metric, publish_metric
 from tests.processed_files import processed_file
 from tests.support import make_token
@@ -253,3 +253,50 @@ def example_usage() -> str:
     from tests.browser.client_harness import example
 
     return example("react-usage")
+
+
+def test_a_follower_catches_up_from_history_and_pauses_on_its_own(
+    start_api, env, user, make_file, context
+):
+    server = start_api()
+    file_id = make_file(user)
+    channel = f"file:{file_id}"
+    token = make_token(env, user)
+    start = publish_metric(file_id, "revenue", "money", "0.00")
+    url = serve_harness(context, server.url)
+    options = f"{{channels: [{js(channel)}], token: {js(token)}, positions: {{{js(channel)}: {js(start)}}}}}"
+    first = open_harness(context, url)
+    first.evaluate(f"() => window.start({options})")
+    wait(first, "() => window.conn.status === 'live'")
+    early = [publish_metric(file_id, "revenue", "money", f"{i}.00") for i in range(1, 4)]
+    wait(first, "n => window.log.length >= n", len(early))
+
+    # Joins with an older position than the leader's stream: history fills the gap.
+    second = open_harness(context, url)
+    second.evaluate(f"() => window.start({options})")
+    wait(second, "() => window.conn.status === 'live'")
+    assert [
+        first.evaluate("() => window.conn.role"),
+        second.evaluate("() => window.conn.role"),
+    ] == [
+        "leader",
+        "follower",
+    ]
+    wait(second, "n => window.log.length >= n", len(early))
+    assert file_ids(second, channel) == early
+
+    second.evaluate("() => window.conn.pause()")
+    wait(second, "() => window.conn.status === 'paused'")
+    assert first.evaluate("() => window.conn.status") == "live"
+    later = [publish_metric(file_id, "revenue", "money", f"{i}.00") for i in range(4, 7)]
+    wait(first, "n => window.log.length >= n", len(early) + len(later))
+    assert file_ids(second, channel) == early
+    second.evaluate("() => window.conn.resume()")
+    last = publish_metric(file_id, "revenue", "money", "7.00")
+    wait(second, "n => window.log.length >= n", len(early) + len(later) + 1)
+    wait(first, "n => window.log.length >= n", len(early) + len(later) + 1)
+    second.wait_for_timeout(300)
+    assert file_ids(second, channel) == early + later + [last]
+    assert file_ids(first, channel) == early + later + [last]
+    assert wait_streams(server.url, 1) == 1
+    assert not first.harness_errors and not second.harness_errors

@@ -164,6 +164,25 @@ def test_another_browser_has_its_own_leader(start_api, env, user, make_file, con
         tab.wait_card("revenue", "3.00")
 
 
+def test_without_broadcast_channel_each_tab_keeps_its_own_stream(
+    start_api, env, user, make_file, contexts, output_dir
+):
+    server = start_api()
+    file_id = make_file(user)
+    token = make_token(env, user)
+    context = contexts()
+    context.add_init_script("delete globalThis.BroadcastChannel;")
+    tabs = [open_tab(context, server, token, file_id, output_dir) for _ in range(2)]
+    for tab in tabs:
+        tab.wait_streaming(f"file:{file_id}", timeout=30)
+    assert roles(tabs) == ["solo", "solo"]
+    assert wait_streams(server.url, 2) == 2
+    publish_metric(file_id, "revenue", "money", "4.00")
+    for tab in tabs:
+        tab.wait_card("revenue", "4.00")
+        tab.assert_no_errors()
+
+
 def test_the_period_switch_changes_the_figures_and_they_stay_live(api, env, user, open_dashboard):
     file_id = processed_file(user, sample_csv(periods=8))
     token = make_token(env, user)
