@@ -300,3 +300,21 @@ def test_a_follower_catches_up_from_history_and_pauses_on_its_own(
     assert file_ids(first, channel) == early + later + [last]
     assert wait_streams(server.url, 1) == 1
     assert not first.harness_errors and not second.harness_errors
+
+
+def test_a_ticket_alone_connects_a_tab_of_its_own(api, env, user, make_file, context):
+    file_id = make_file(user)
+    channel = f"file:{file_id}"
+    start = publish_metric(file_id, "revenue", "money", "1.00")
+    headers = {"Authorization": f"Bearer {make_token(env, user)}"}
+    ticket = httpx.post(f"{api.url}/api/v1/stream/tickets", headers=headers).json()["ticket"]
+    page = open_harness(context, serve_harness(context, api.url))
+    page.evaluate(
+        f"() => window.start({{channels: [{js(channel)}], ticket: {js(ticket)},"
+        f" positions: {{{js(channel)}: {js(start)}}}}})"
+    )
+    wait(page, "() => window.conn.status === 'live'")
+    assert page.evaluate("() => window.conn.role") == "solo"  # no token: no user to share with
+    sent = [publish_metric(file_id, "revenue", "money", f"{i}.00") for i in range(2, 4)]
+    wait(page, "n => window.log.length >= n", len(sent))
+    assert file_ids(page, channel) == sent
