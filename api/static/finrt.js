@@ -448,7 +448,8 @@ function shared(tab, scope, hubOptions) {
     return new Promise((resolve) => (releaseTab = resolve));
   });
 
-  navigator.locks.request(`finrt:leader:${scope}`, { mode: "exclusive" }, () => {
+  const campaign = () =>
+    navigator.locks.request(`finrt:leader:${scope}`, { mode: "exclusive" }, () => {
     if (tab.closed) return;
     tab.role = "leader";
     tab.leader = { state: "connecting", detail: {} };
@@ -468,6 +469,26 @@ function shared(tab, scope, hubOptions) {
     }, PRUNE_MS);
     return new Promise((resolve) => (releaseLeader = resolve));
   });
+  campaign();
+
+  /** Steps down (the next tab in line leads) and queues for the lock again. */
+  function resign() {
+    if (!hub) return;
+    clearInterval(pruner);
+    hub.stop();
+    hub = null;
+    releaseLeader?.();
+    tab.role = "follower";
+    tab.leader = { state: "connecting", detail: {} };
+    tab.report();
+    if (!tab.closed) campaign();
+  }
+  // A frozen tab (Chrome freezes some background tabs) runs nothing: a leader must not keep
+  // the lock while frozen. It rejoins the line when it thaws.
+  const onFreeze = () => resign();
+  globalThis.document?.addEventListener("freeze", onFreeze);
+  const onResume = () => ready && post(tab.want());
+  globalThis.document?.addEventListener("resume", onResume);
 
   return {
     want(w) {
@@ -480,6 +501,8 @@ function shared(tab, scope, hubOptions) {
     },
     close() {
       post({ t: "bye", tab: tab.id });
+      globalThis.document?.removeEventListener("freeze", onFreeze);
+      globalThis.document?.removeEventListener("resume", onResume);
       clearInterval(pruner);
       hub?.stop();
       hub = null;

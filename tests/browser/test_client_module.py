@@ -318,3 +318,39 @@ def test_a_ticket_alone_connects_a_tab_of_its_own(api, env, user, make_file, con
     sent = [publish_metric(file_id, "revenue", "money", f"{i}.00") for i in range(2, 4)]
     wait(page, "n => window.log.length >= n", len(sent))
     assert file_ids(page, channel) == sent
+
+
+def test_a_leader_told_it_freezes_steps_down_and_nothing_is_lost_or_doubled(
+    start_api, env, user, make_file, context
+):
+    server = start_api()
+    file_id = make_file(user)
+    channel = f"file:{file_id}"
+    start = publish_metric(file_id, "revenue", "money", "0.00")
+    url = serve_harness(context, server.url)
+    options = (
+        f"{{channels: [{js(channel)}], token: {js(make_token(env, user))},"
+        f" positions: {{{js(channel)}: {js(start)}}}}}"
+    )
+    first = open_harness(context, url)
+    first.evaluate(f"() => window.start({options})")
+    wait(first, "() => window.conn.role === 'leader' && window.conn.status === 'live'")
+    second = open_harness(context, url)
+    second.evaluate(f"() => window.start({options})")
+    wait(second, "() => window.conn.status === 'live'")
+
+    # Chrome sends `freeze` before it freezes a background tab (the Page Lifecycle API); headless
+    # Chromium does not freeze pages, so the test sends the event the browser would.
+    first.evaluate("() => document.dispatchEvent(new Event('freeze'))")
+    wait(second, "() => window.conn.role === 'leader' && window.conn.status === 'live'")
+    sent = [publish_metric(file_id, "revenue", "money", f"{i}.00") for i in range(1, 4)]
+    wait(second, "n => window.log.length >= n", len(sent))
+    assert wait_streams(server.url, 1) == 1
+
+    first.evaluate("() => document.dispatchEvent(new Event('resume'))")
+    sent.append(publish_metric(file_id, "revenue", "money", "4.00"))
+    wait(first, "n => window.log.length >= n", len(sent))
+    second.wait_for_timeout(300)
+    assert file_ids(first, channel) == sent
+    assert file_ids(second, channel) == sent
+    assert first.evaluate("() => window.conn.role") == "follower"
