@@ -52,7 +52,8 @@ def test_the_module_and_its_declarations_are_served(api):
     assert module.status_code == 200
     assert "javascript" in module.headers["content-type"]
     assert "export function connect" in module.text
-    assert httpx.get(f"{api.url}/static/finrt-source.js").status_code == 200
+    for part in ("finrt-source.js", "finrt-tab.js", "finrt-share.js"):
+        assert httpx.get(f"{api.url}/static/{part}").status_code == 200, part
     types = httpx.get(f"{api.url}/static/finrt.d.ts")
     assert types.status_code == 200
     assert types.headers["content-type"].startswith("application/typescript")
