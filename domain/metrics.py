@@ -5,8 +5,15 @@ period appears when it has at least one income row. Expenses (cogs, opex, intere
 expected as positive amounts, so a negative expense line reduces the expense.
 
 Periods sort by (year, first month, length in months): ``2026-01`` < ``2026-Q1`` <
-``2026-02``. Monthly and quarterly periods are never merged; a metric's ``previous`` value
+``2026-02`` < ``2026`` sorts as (2026, 1, 12). In the ``month`` view (the default, the rows'
+own periods) monthly and quarterly periods are never merged; a metric's ``previous`` value
 comes from the nearest earlier period of the same length.
+
+The ``quarter`` view adds each quarter's months up; a quarter the file reports directly
+(``YYYY-Qn`` rows) takes those rows instead of its months, so a file carrying both a quarter
+and its months does not count them twice. The ``year`` view adds up the quarters of the
+``quarter`` view. A period the file covers only in part (two months of a quarter) is shown as
+it stands. Ratios and the tax parameter are computed on the added-up figures.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcont
 from typing import Any, Literal
 
 from domain.csv_import import FinancialRow
+from domain.periods import PERIODS, Period, next_period, period_of, period_sort_key
 
 __all__ = [
     "CHART_NAMES",
@@ -25,6 +33,7 @@ __all__ = [
     "METRIC_NAMES",
     "METRIC_UNITS",
     "PARAMETERS",
+    "PERIODS",
     "ChartSeries",
     "Dashboard",
     "MetricCard",
@@ -36,6 +45,7 @@ __all__ = [
     "format_decimal",
     "metric_to_json",
     "next_period",
+    "period_of",
     "period_sort_key",
     "validate_parameter",
 ]
@@ -178,22 +188,6 @@ class Dashboard:
         return cls(metrics, charts, data.get("currency"))
 
 
-def period_sort_key(period: str) -> tuple[int, int, int]:
-    """(year, first month, length in months) of a ``YYYY-MM`` or ``YYYY-Qn`` period."""
-    year, _, part = period.partition("-")
-    if part.upper().startswith("Q"):
-        return int(year), (int(part[1:]) - 1) * 3 + 1, 3
-    return int(year), int(part), 1
-
-
-def next_period(period: str) -> str:
-    year, first_month, length = period_sort_key(period)
-    month = first_month + length
-    if month > 12:
-        year, month = year + 1, month - 12
-    return f"{year:04d}-Q{(month - 1) // 3 + 1}" if length == 3 else f"{year:04d}-{month:02d}"
-
-
 def validate_parameter(name: str, value: object) -> Decimal:
     spec = PARAMETERS.get(name)
     if spec is None:
@@ -212,10 +206,17 @@ def affected_metrics(parameter_name: str) -> list[str]:
     return list(_AFFECTED[parameter_name])
 
 
-def build_dashboard(rows: Sequence[FinancialRow], parameters: Mapping[str, Decimal]) -> Dashboard:
+def build_dashboard(
+    rows: Sequence[FinancialRow], parameters: Mapping[str, Decimal], period: str = "month"
+) -> Dashboard:
+    """The metric cards and chart series of ``rows`` by ``period`` (``month``, ``quarter`` or
+    ``year``); ValueError for another period."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)} (got {period[:16]!r})")
+    view: Period = period  # type: ignore[assignment]
     params = {name: validate_parameter(name, value) for name, value in parameters.items()}
     with localcontext(_CONTEXT):
-        totals = _role_totals(rows)
+        totals = _role_totals(rows, view)
         periods = sorted(totals, key=period_sort_key)
         values = {p: _period_metrics(totals[p], params.get("tax_rate")) for p in periods}
         latest = periods[-1] if periods else None
@@ -302,12 +303,17 @@ def _to_decimal(name: str, value: object) -> Decimal:
     return number
 
 
-def _role_totals(rows: Sequence[FinancialRow]) -> dict[str, dict[str, Decimal]]:
+def _role_totals(rows: Sequence[FinancialRow], view: Period) -> dict[str, dict[str, Decimal]]:
+    income = [row for row in rows if row.statement == "income"]
+    # Quarters the file reports directly: their months are left out of the added-up views.
+    reported = {row.period for row in income if period_sort_key(row.period)[2] == 3}
     totals: dict[str, dict[str, Decimal]] = {}
-    for row in rows:
-        if row.statement != "income":
-            continue
-        per_period = totals.setdefault(row.period, dict.fromkeys(_ROLES, Decimal(0)))
+    for row in income:
+        if view != "month" and period_of(row.period, "quarter") in reported:
+            if period_sort_key(row.period)[2] == 1:
+                continue
+        label = period_of(row.period, view)
+        per_period = totals.setdefault(label, dict.fromkeys(_ROLES, Decimal(0)))
         role = LINE_ITEM_ROLES.get(row.line_item)
         if role is not None:
             per_period[role] += row.amount

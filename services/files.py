@@ -168,11 +168,19 @@ def read_rows(session: Session, file_id: int) -> list[FinancialRow]:
     return [FinancialRow(p, s, i, Decimal(a), c) for p, s, i, a, c in result]
 
 
-def dashboard_public(session: Session, file: File) -> dict[str, Any]:
-    """The stored snapshot: ``{file_id, status, currency, metrics, charts, parameters}``."""
+def dashboard_public(session: Session, file: File, period: str = "month") -> dict[str, Any]:
+    """The snapshot: ``{file_id, status, period, currency, metrics, charts, parameters}``.
+
+    Monthly figures are the stored snapshot (what the file's events move); quarterly and
+    yearly ones are computed from the stored rows on each read, once the file has a snapshot.
+    """
     snapshot = session.get(DashboardSnapshot, file.id)
     data = (snapshot.data if snapshot is not None else None) or {}
+    if data and period != "month":
+        rows = read_rows(session, file.id)
+        data = build_dashboard(rows, load_parameters(session, file.id), period).to_json()
     return {
+        "period": period,
         "file_id": file.id,
         "status": file.status,
         "currency": data.get("currency"),

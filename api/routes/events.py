@@ -67,7 +67,9 @@ async def list_events(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    """``{"events": [...]}`` oldest first: after ``after``, else the newest ``limit``.
+    """``{"events": [...], "position": id}`` oldest first: after ``after``, else the newest
+    ``limit``. ``position`` is the newest id in history before the read: a stream resumed from
+    it misses nothing published since (it is a real id even when the channel has no events).
 
     When history no longer reaches back to ``after`` the first event is ``reset``.
     """
@@ -75,14 +77,14 @@ async def list_events(
     await authorize(state, principal, [channel])
     hub = state.hub
     events: list[bytes] = []
-    if after is None:
+    try:
+        position = None if after is None else parse_id(after)
+    except InvalidEvent as exc:
+        raise bad_request(str(exc)) from exc
+    bounds = await hub.history.bounds(channel)
+    if position is None:
         events = [e.envelope for e in await hub.history.read_latest(channel, limit)]
     else:
-        try:
-            position = parse_id(after)
-        except InvalidEvent as exc:
-            raise bad_request(str(exc)) from exc
-        bounds = await hub.history.bounds(channel)
         plan = plan_resume(position, bounds)
         if plan.reset is not None:
             head = format_id(plan.position)
@@ -91,7 +93,8 @@ async def list_events(
         else:
             page = await hub.history.read_page(channel, plan.position, limit)
             events = [e.envelope for e in page.events]
-    body = b'{"events":[' + b",".join(events) + b"]}"
+    newest = format_id(bounds.head).encode()
+    body = b'{"events":[' + b",".join(events) + b'],"position":"' + newest + b'"}'
     return Response(body, media_type="application/json")
 
 

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -70,6 +70,9 @@ class DashboardPublic(BaseModel):
     metrics: list[dict[str, Any]]
     charts: list[dict[str, Any]]
     parameters: dict[str, str]
+    period: Literal["month", "quarter", "year"] = Field(
+        description="the figures' period: month (the file's own periods), quarter or year"
+    )
     last_event_id: str = Field(
         description="the stream position this snapshot reflects: resume the file stream "
         "from it (Last-Event-ID) and no later change is missed"
@@ -274,9 +277,9 @@ def get_file(file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser)
         return FilePublic(**service.file_public(file, service.role_of(file, principal.user_id)))
 
 
-def _dashboard(s: Settings, user_id: str, file_id: str) -> dict[str, Any]:
+def _dashboard(s: Settings, user_id: str, file_id: str, period: str) -> dict[str, Any]:
     with session_scope(s.database_url) as session:
-        return service.dashboard_public(session, reader_file(session, user_id, file_id))
+        return service.dashboard_public(session, reader_file(session, user_id, file_id), period)
 
 
 def _check_reader(s: Settings, user_id: str, file_id: str) -> int:
@@ -289,9 +292,15 @@ def _check_reader(s: Settings, user_id: str, file_id: str) -> int:
     responses={403: {}, 404: {}, 503: {"description": "Redis is unreachable"}},
 )
 async def get_dashboard(
-    file_id: FileIdPath, state: StateDep, principal: CurrentUser
+    file_id: FileIdPath,
+    state: StateDep,
+    principal: CurrentUser,
+    period: Annotated[
+        Literal["month", "quarter", "year"],
+        Query(description="monthly (the file's own periods), quarterly or yearly figures"),
+    ] = "month",
 ) -> DashboardPublic:
-    """The dashboard snapshot and the stream position it reflects."""
+    """The dashboard snapshot of ``period`` and the stream position it reflects."""
     s = state.settings
     ident = await run_in_threadpool(_check_reader, s, principal.user_id, file_id)
     # Position first, snapshot second: every change committed after the snapshot read is
@@ -300,7 +309,7 @@ async def get_dashboard(
         bounds = await state.hub.history.bounds(service.file_channel(ident))
     except (RedisError, OSError) as exc:
         raise HTTPException(503, "Redis is unreachable; try again shortly") from exc
-    snapshot = await run_in_threadpool(_dashboard, s, principal.user_id, file_id)
+    snapshot = await run_in_threadpool(_dashboard, s, principal.user_id, file_id, period)
     return DashboardPublic(**snapshot, last_event_id=format_id(bounds.head))
 
 

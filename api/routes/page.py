@@ -34,6 +34,10 @@ class PageFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # Python's table calls ".ts" an MPEG transport stream; the client's declarations are
+        # TypeScript.
+        if path.endswith(".d.ts") and response.status_code == 200:
+            response.headers["Content-Type"] = "application/typescript; charset=utf-8"
         return response
 
 

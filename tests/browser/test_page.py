@@ -118,6 +118,7 @@ def test_usable_at_375_px_with_labels_and_a_sensible_focus_order(
         "primary",  # Upload
         "report-format",
         "report-button",
+        "period-select",
         "cards-toggle",
         "chart-toggle",
     ]

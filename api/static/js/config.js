@@ -19,6 +19,8 @@ const defaults = {
   stallCheckMs: 45000,
   stallAgeMs: 10000,
   highToastMs: 10000,
+  // Tests: keep [channel, id] of every event applied in `window.finrt.stats.log`.
+  recordEvents: false,
 };
 
 export const config = Object.freeze({ ...defaults, ...(globalThis.FINRT_CONFIG || {}) });

@@ -9,6 +9,7 @@ import { createApi } from "./api.js";
 import { claimsOf, forgetToken, takeToken } from "./auth.js";
 import { MetricCards } from "./cards.js";
 import { LineChart } from "./chart.js";
+import { config } from "./config.js";
 import { compareIds, EventConnection } from "./connection.js";
 import { FilePanel } from "./files.js";
 import { schedule, stats } from "./frame.js";
@@ -53,6 +54,7 @@ function renderIndicator() {
   stats.state = state;
   stats.attempt = attempt || 0;
   if (indicatorStatus.channels) stats.channels = indicatorStatus.channels;
+  if (indicatorStatus.role) stats.role = indicatorStatus.role;
 }
 
 function onStatus(status) {
@@ -131,6 +133,13 @@ function start(userId) {
   // -- the chosen file ---------------------------------------------------------------------
 
   let fileId = null;
+  // The figures' period: the stored (monthly) snapshot moves with each event; quarterly and
+  // yearly figures are read again (at most one read at a time) when a figure event arrives.
+  const periodSelect = $("period-select");
+  let period = /[#&]period=(quarter|year)/.exec(location.hash)?.[1] || "month";
+  periodSelect.value = period;
+  let periodLoad = null;
+  let periodDirty = false;
   let fileBuffer = null; // events of the file that arrive while its snapshot loads
   let choice = 0;
   let snapshots = 0;
@@ -144,7 +153,8 @@ function start(userId) {
     if (!fileBuffer) fileBuffer = [];
     let dashboard = null;
     try {
-      dashboard = await api.get(`/files/${id}/dashboard`);
+      // Monthly is the default: its address stays the one every version of the page used.
+      dashboard = await api.get(`/files/${id}/dashboard`, { period: period === "month" ? null : period });
     } catch (error) {
       if (error.status !== 401 && mine === choice) reportError(`The dashboard could not be loaded: ${error.message}`);
     }
@@ -168,7 +178,7 @@ function start(userId) {
     const mine = choice;
     fileId = id;
     fileBuffer = null;
-    history.replaceState(history.state, "", `${location.pathname}${location.search}#file=${id}`);
+    history.replaceState(history.state, "", `${location.pathname}${location.search}#file=${id}${period === "month" ? "" : `&period=${period}`}`);
     files.choose(id);
     cards.reset([], null);
     chart.reset([], null);
@@ -184,7 +194,31 @@ function start(userId) {
 
   // -- events ------------------------------------------------------------------------------
 
+  /** Quarterly or yearly figures: the next snapshot of the shown period, after the current
+   * read if one is under way (so the last event is always reflected). */
+  function refreshPeriod() {
+    if (periodLoad) {
+      periodDirty = true;
+      return;
+    }
+    periodLoad = loadSnapshot(fileId, choice).finally(() => {
+      periodLoad = null;
+      if (periodDirty) {
+        periodDirty = false;
+        refreshPeriod();
+      }
+    });
+  }
+
+  periodSelect.addEventListener("change", () => {
+    period = periodSelect.value;
+    if (fileId != null) selectFile(fileId);
+  });
+
   function applyFileEvent({ type, data }) {
+    if (period !== "month" && ["metric_update", "chart_data_update", "financial_data_update"].includes(type)) {
+      return refreshPeriod();
+    }
     switch (type) {
       case "metric_update":
         cards.update(data);
@@ -215,6 +249,7 @@ function start(userId) {
   function onEvent(envelope) {
     stats.events += 1;
     stats.byType[envelope.type] = (stats.byType[envelope.type] || 0) + 1;
+    if (config.recordEvents) (stats.log ||= []).push([envelope.channel, envelope.id]);
     if (envelope.channel === userChannel) {
       if (envelope.type === "job_progress") files.job(envelope.data || {});
       else if (envelope.type === "report_status") reports.update(envelope.data);
@@ -231,7 +266,7 @@ function start(userId) {
     else if (channel === `file:${fileId}`) loadSnapshot(fileId, choice);
   }
 
-  conn = new EventConnection({ api, onEvent, onSnapshotNeeded, onStatus, onExpired: expire });
+  conn = new EventConnection({ token, onEvent, onSnapshotNeeded, onStatus, onExpired: expire });
   retryButton.addEventListener("click", () => conn.retryNow());
   window.addEventListener("beforeunload", () => conn.stop());
   schedule(inbox.render);
