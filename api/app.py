@@ -16,7 +16,17 @@ from api import ws
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
-from api.routes import events, files, health, metrics, notifications, page, reports, streams
+from api.routes import (
+    events,
+    files,
+    health,
+    inbox,
+    metrics,
+    notifications,
+    page,
+    reports,
+    streams,
+)
 from api.state import AppState
 from core.settings import Settings, get_settings
 from streams.hub import Hub
@@ -83,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(events.router)
     app.include_router(notifications.router)
+    app.include_router(inbox.router)
     app.include_router(files.router)
     app.include_router(reports.router)
     app.include_router(ws.router)
