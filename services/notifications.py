@@ -59,11 +59,13 @@ def to_public(n: Notification) -> dict[str, Any]:
 
 def public_action(action: dict[str, Any]) -> dict[str, Any]:
     """An action as users see it: what an api action does ("op", "args") stays inside."""
-    shown = {"label": action["label"], "kind": action["kind"]}
-    if action["kind"] == "link":
-        shown["url"] = action["url"]
-    shown["done_at"] = action.get("done_at")
-    return shown
+    url = action["url"] if action["kind"] == "link" else None
+    return {
+        "label": action["label"],
+        "kind": action["kind"],
+        "url": url,
+        "done_at": action.get("done_at"),
+    }
 
 
 def check_actions(actions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
