@@ -1,0 +1,146 @@
+"""Inbox states in headless Chromium, two tabs of one user: seen, archive, snooze (woken by a
+real beat and worker) and "Retry processing" (done by a real worker), both tabs agreeing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from domain.sample import rows_csv
+from models import session_scope
+from services.files import create_upload
+from services.notifications import create_notification
+from workers.processing import fail_processing
+
+pytestmark = pytest.mark.browser
+
+
+def note(dashboard: Any, nid: str, inner: str = "") -> str:
+    return f'.note[data-id="{nid}"] {inner}'.strip()
+
+
+def open_bell(dashboard: Any) -> None:
+    if dashboard.page.get_attribute("#bell", "aria-expanded") != "true":
+        dashboard.page.click("#bell")
+
+
+def test_opening_the_bell_sees_in_both_tabs_and_archive_leaves_the_other(
+    api, user, open_dashboard, notify
+):
+    first = open_dashboard(api, user)
+    second = open_dashboard(api, user, context=first.page.context)
+    low = notify(user, "Weekly digest", type="system_update", priority="low")
+    urgent = notify(user, "Payment run failed", type="error_alert", priority="urgent")
+    third = notify(user, "Report ready")
+    for tab in (first, second):
+        tab.wait_badge(3)
+        tab.wait_unread(3)
+    assert second.page.inner_text("#bell-badge") == "3"
+
+    first.page.bring_to_front()
+    open_bell(first)
+    for tab in (first, second):
+        tab.wait_badge(0)
+    assert second.page.is_hidden("#bell-badge")
+    second.wait_unread(3)  # seen is not read
+    counts = first.page.inner_text(".inbox-counts")
+    assert "1 urgent" in counts and "1 normal" in counts and "1 low" in counts
+
+    first.page.click(note(first, urgent, "[data-action=archive]"))
+    second.wait_unread(2)
+    second.page.bring_to_front()
+    open_bell(second)
+    second.page.wait_for_selector(note(second, third))
+    assert second.page.query_selector(note(second, urgent)) is None
+    assert "urgent" not in second.page.inner_text(".inbox-counts")
+    second.page.click('.inbox-tab[data-view="archived"]')
+    second.page.wait_for_selector(note(second, urgent))
+    assert second.page.query_selector(note(second, low)) is None
+    # Unarchive by keyboard, from the other tab: it is back in the first one's list.
+    second.page.focus(note(second, urgent, "[data-action=unarchive]"))
+    second.page.keyboard.press("Enter")
+    first.wait_unread(3)
+    first.page.bring_to_front()
+    first.page.wait_for_selector(note(first, urgent))
+    first.assert_no_errors()
+
+
+def _local_in(page: Any, seconds: float) -> str:
+    """A datetime-local value ``seconds`` from now, in the browser's time zone."""
+    value: str = page.evaluate(
+        """s => {
+            const d = new Date(Date.now() + s * 1000);
+            const p = n => String(n).padStart(2, "0");
+            return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}` +
+                   `T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+        }""",
+        seconds,
+    )
+    return value
+
+
+def test_a_snoozed_one_leaves_both_tabs_and_comes_back_with_a_toast(
+    isolated_env, start_isolated_api, start_worker, open_dashboard, user
+):
+    env = isolated_env(snooze_min_seconds=1, inbox_tick_seconds=0.5)
+    server = start_isolated_api(env)
+    start_worker(env)
+    start_worker(env, beat=True)
+    config = {"highToastMs": 120000}
+    first = open_dashboard(server, user, config=config)
+    second = open_dashboard(server, user, config=config, context=first.page.context)
+    with session_scope(env["FINRT_DATABASE_URL"]) as session:
+        nid = create_notification(
+            session, user, "error_alert", "Cash below threshold", "12 days", priority="high"
+        ).id
+    toast = f'.toast[data-id="{nid}"]'
+    for tab in (first, second):
+        tab.page.wait_for_selector(toast)
+        tab.wait_unread(1)
+
+    first.page.bring_to_front()
+    open_bell(first)
+    first.page.click(note(first, nid, "[data-action=snooze]"))
+    first.page.fill(note(first, nid, ".snooze-when"), _local_in(first.page, 6))
+    first.page.click(note(first, nid, "[data-action=snooze-pick]"))
+    for tab in (first, second):
+        tab.wait_unread(0)
+        tab.page.wait_for_selector(toast, state="detached")
+    assert first.page.query_selector(note(first, nid)) is None
+
+    # Back at its time, from the beat's tick: a toast in both tabs, unread and listed again.
+    for tab in (first, second):
+        tab.page.wait_for_selector(toast, timeout=40_000)
+        tab.wait_unread(1)
+    first.page.wait_for_selector(note(first, nid))
+    first.screenshot("snooze-woken")
+
+
+def test_retry_processing_reprocesses_the_file_and_shows_done_in_both_tabs(
+    producers_api, celery_worker, worker_env, open_dashboard, user
+):
+    with session_scope(worker_env["FINRT_DATABASE_URL"]) as session:
+        file = create_upload(session, user, "q4.csv", rows_csv(12), str(uuid.uuid4()))
+        file_id = file.id
+    assert fail_processing(worker_env["FINRT_DATABASE_URL"], file_id, "lost", "the job was lost")
+    first = open_dashboard(producers_api, user)
+    second = open_dashboard(producers_api, user, context=first.page.context)
+    for tab in (first, second):
+        tab.wait_unread(1)
+        open_bell(tab)
+    first.page.bring_to_front()
+    retry = '.note [data-act="0"]'
+    first.page.wait_for_selector(retry)
+    assert first.page.inner_text(retry) == "Retry processing"
+    first.page.click(retry)
+    for tab in (first, second):
+        tab.page.wait_for_selector('.note [data-act="0"][data-done="true"]', timeout=30_000)
+        assert tab.page.is_disabled(retry)
+        tab.wait_unread(2, timeout=60)  # the error and now "q4.csv is processed"
+    first.page.wait_for_function(
+        "() => document.querySelector('#file-select').innerText.includes('processed')",
+        timeout=30_000,
+    )
+    first.screenshot("retried")
