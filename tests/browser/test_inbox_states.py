@@ -3,6 +3,7 @@ real beat and worker) and "Retry processing" (done by a real worker), both tabs 
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from domain.sample import rows_csv
 from models import session_scope
 from services.files import create_upload
-from services.notifications import create_notification
+from tests.support import BIN
 from workers.processing import fail_processing
 
 pytestmark = pytest.mark.browser
@@ -91,10 +92,13 @@ def test_a_snoozed_one_leaves_both_tabs_and_comes_back_with_a_toast(
     config = {"highToastMs": 120000}
     first = open_dashboard(server, user, config=config)
     second = open_dashboard(server, user, config=config, context=first.page.context)
-    with session_scope(env["FINRT_DATABASE_URL"]) as session:
-        nid = create_notification(
-            session, user, "error_alert", "Cash below threshold", "12 days", priority="high"
-        ).id
+    # Through the CLI with the test's environment: its events go to its own key prefix.
+    args = ["notify", user, "--type", "error_alert", "--title", "Cash below threshold"]
+    args += ["--message", "12 days of costs", "--priority", "high"]
+    done = subprocess.run(
+        [str(BIN / "finrt"), *args], env=env, capture_output=True, check=True, timeout=60
+    )
+    nid = done.stdout.decode().strip()
     toast = f'.toast[data-id="{nid}"]'
     for tab in (first, second):
         tab.page.wait_for_selector(toast)
