@@ -30,10 +30,20 @@ class Notification(Base):
         # Inbox pages (newest first, id breaking ties) and the total: the equality columns,
         # then the sort order, then expires_at so the expiry filter and count(*) never
         # visit the table.
+        # The inbox states (archived, snoozed, seen) come last: filters read from the index.
         Index(
-            "ix_notifications_inbox", "user_id", "is_dismissed", "created_at", "id", "expires_at"
+            "ix_notifications_inbox",
+            "user_id",
+            "is_dismissed",
+            "created_at",
+            "id",
+            "expires_at",
+            "archived_at",
+            "snoozed_until",
+            "seen_at",
         ),
-        # The unread badge, unread-only pages and mark-all-read, covered the same way.
+        # The unread badge, unread-only pages, mark-all-read and the unread counts by
+        # priority, covered the same way.
         Index(
             "ix_notifications_unread",
             "user_id",
@@ -42,6 +52,9 @@ class Notification(Base):
             "created_at",
             "id",
             "expires_at",
+            "archived_at",
+            "snoozed_until",
+            "priority",
         ),
         # Snoozes due to wake (the beat tick); only snoozed rows are indexed.
         Index(

@@ -34,6 +34,38 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("expiry_announced_at", models.base.UTCDateTime(timezone=True), nullable=True)
         )
+        # The list and count indexes gain the new columns, so they keep covering the queries.
+        batch_op.drop_index("ix_notifications_inbox")
+        batch_op.drop_index("ix_notifications_unread")
+        batch_op.create_index(
+            "ix_notifications_inbox",
+            [
+                "user_id",
+                "is_dismissed",
+                "created_at",
+                "id",
+                "expires_at",
+                "archived_at",
+                "snoozed_until",
+                "seen_at",
+            ],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_notifications_unread",
+            [
+                "user_id",
+                "is_read",
+                "is_dismissed",
+                "created_at",
+                "id",
+                "expires_at",
+                "archived_at",
+                "snoozed_until",
+                "priority",
+            ],
+            unique=False,
+        )
         batch_op.create_index(
             "ix_notifications_snoozed_until",
             ["snoozed_until"],
@@ -59,6 +91,18 @@ def downgrade() -> None:
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index("ix_notifications_expiry_unannounced")
         batch_op.drop_index("ix_notifications_snoozed_until")
+        batch_op.drop_index("ix_notifications_unread")
+        batch_op.drop_index("ix_notifications_inbox")
+        batch_op.create_index(
+            "ix_notifications_inbox",
+            ["user_id", "is_dismissed", "created_at", "id", "expires_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_notifications_unread",
+            ["user_id", "is_read", "is_dismissed", "created_at", "id", "expires_at"],
+            unique=False,
+        )
         batch_op.drop_column("expiry_announced_at")
         batch_op.drop_column("actions")
         batch_op.drop_column("snoozed_until")
