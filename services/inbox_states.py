@@ -46,6 +46,13 @@ def _channel(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+def _lock_in_order(session: Session, *where: Any) -> list[str]:
+    """The matching rows' ids, locked in id order (PostgreSQL; SQLite locks the database):
+    two bulk changes running together then queue instead of deadlocking."""
+    query = select(Notification.id).where(*where).order_by(Notification.id).with_for_update()
+    return list(session.scalars(query))
+
+
 def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str, Any]]:
     """Mark seen every listed notification up to ``up_to`` (it and older ones, in list order):
     ``(how many, counts)``. Nothing newly seen: nothing is published."""
@@ -61,13 +68,18 @@ def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str
         Notification.created_at < created_at,
         and_(Notification.created_at == created_at, Notification.id <= anchor_id),
     )
-    result = session.execute(
-        update(Notification)
-        .where(present(user_id, now), Notification.seen_at.is_(None), older_or_same)
-        .values(seen_at=now)
-        .execution_options(synchronize_session=False)
+    ids = _lock_in_order(
+        session, present(user_id, now), Notification.seen_at.is_(None), older_or_same
     )
-    marked = rowcount(result)
+    marked = 0
+    if ids:
+        result = session.execute(
+            update(Notification)
+            .where(Notification.id.in_(ids), Notification.seen_at.is_(None))
+            .values(seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        marked = rowcount(result)
     figures = counts(session, user_id, now)
     if marked:
         data = with_counts(session, user_id, {"up_to": nid, "seen_at": iso(now), "count": marked})
@@ -121,15 +133,17 @@ def unarchive(
 def archive_read(session: Session, user_id: str) -> tuple[int, dict[str, Any]]:
     """Archive every listed notification already read: ``(how many, counts)``."""
     now = datetime.now(UTC)
-    ids = list(
-        session.scalars(
-            update(Notification)
-            .where(visible(user_id, now), Notification.is_read.is_(True))
-            .values(archived_at=now)
-            .returning(Notification.id)
-            .execution_options(synchronize_session=False)
+    ids = _lock_in_order(session, visible(user_id, now), Notification.is_read.is_(True))
+    if ids:
+        ids = list(
+            session.scalars(
+                update(Notification)
+                .where(Notification.id.in_(ids), Notification.archived_at.is_(None))
+                .values(archived_at=now)
+                .returning(Notification.id)
+                .execution_options(synchronize_session=False)
+            )
         )
-    )
     figures = counts(session, user_id, now)
     for start in range(0, len(ids), IDS_PER_EVENT):
         chunk = ids[start : start + IDS_PER_EVENT]
