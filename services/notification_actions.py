@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import File, FileUpload, enqueue
+from models import File, FileUpload, ReportExport, enqueue
 from models.base import utcnow
 from models.notifications import Notification
 from services.files import file_channel, user_channel
@@ -37,6 +37,7 @@ __all__ = [
     "link",
     "open_file",
     "perform_action",
+    "regenerate_report",
     "retry_processing",
 ]
 
@@ -97,8 +98,38 @@ def _retry_processing(session: Session, user_id: str, args: dict[str, Any]) -> F
     return FollowUp("process_file", (file.id, job_id))
 
 
+def regenerate_report(report_id: int) -> dict[str, Any]:
+    return {
+        "label": "Regenerate report",
+        "kind": "api",
+        "op": "regenerate_report",
+        "args": {"report_id": report_id},
+    }
+
+
+def _regenerate_report(session: Session, user_id: str, args: dict[str, Any]) -> FollowUp:
+    """A new report of the same file and format, requested by the same user."""
+    from services.reports import FileNotReady, request_report  # reports notify through us
+
+    failed = session.get(ReportExport, int(args["report_id"]))
+    if failed is None or failed.requested_by != user_id:
+        raise ActionRefused("the report no longer exists")
+    if failed.status != "failed":
+        raise ActionRefused(f"the report is {failed.status}; only a failed one is built again")
+    file = session.get(File, failed.file_id)
+    if file is None:
+        raise ActionRefused("the report's file no longer exists")
+    job_id = str(uuid.uuid4())
+    try:
+        report = request_report(session, file, user_id, failed.format, job_id)
+    except FileNotReady as exc:
+        raise ActionRefused(str(exc)) from None
+    return FollowUp("generate_report", (report.id, job_id))
+
+
 _OPS: dict[str, Callable[[Session, str, dict[str, Any]], FollowUp | None]] = {
     "retry_processing": _retry_processing,
+    "regenerate_report": _regenerate_report,
 }
 
 

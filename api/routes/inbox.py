@@ -16,12 +16,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.errors import not_found
 from api.routes.notifications import NotificationId, NotificationPublic
+from core.settings import Settings
 from models import session_scope
 from models.notifications import Notification
 from services import inbox_states as states
 from services import notification_actions as actions
 from services import notifications as inbox
-from workers.enqueue import send_process_file
+from workers.enqueue import send_generate_report, send_process_file
 
 log = logging.getLogger("finrt.api.inbox")
 
@@ -91,6 +92,17 @@ class ActionDone(NotificationPublic):
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 ActionIndex = Annotated[int, Path(ge=0, le=inbox.MAX_ACTIONS - 1, description="0 or 1")]
+
+
+async def _send(settings: Settings, follow_up: actions.FollowUp) -> None:
+    """Queue the action's task after the commit; if the broker is down, the stale-job check
+    sends it later (the job is stored as queued)."""
+    job_id, args = str(follow_up.args[1]), follow_up.args
+    send = {"process_file": send_process_file, "generate_report": send_generate_report}
+    try:
+        await run_in_threadpool(send[follow_up.task], settings, int(args[0]), job_id)
+    except Exception:
+        log.warning("could not queue %s; the stale-job check will", follow_up, exc_info=True)
 
 
 @router.get("/notifications/counts", response_model=Counts)
@@ -211,11 +223,6 @@ async def perform_action(
         raise not_found(str(exc)) from exc
     except actions.ActionRefused as exc:
         raise HTTPException(409, str(exc)) from exc
-    if follow_up is not None and follow_up.task == "process_file":
-        file_id, job_id = follow_up.args
-        # Queued after the commit; if the broker is down the stale-job check sends it later.
-        try:
-            await run_in_threadpool(send_process_file, settings, int(file_id), str(job_id))
-        except Exception:
-            log.warning("could not queue file %s; the stale-job check will", file_id, exc_info=True)
+    if follow_up is not None:
+        await _send(settings, follow_up)
     return ActionDone.model_validate({**public, "performed": performed})

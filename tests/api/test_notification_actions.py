@@ -219,3 +219,47 @@ async def test_an_expiry_is_announced_to_every_tab_once(stream_url, token, notif
             assert got.envelope["data"]["unread_count"] == 1
         await tab2.no_event(0.5)
     assert [n["id"] for n in (await inbox(user).page())["notifications"]] == [stays]
+
+
+async def test_regenerate_report_builds_a_new_one_after_a_failure(
+    producers_api, celery_worker, worker_env, user
+):
+    from models import File
+    from services.reports import fail_report, request_report
+    from tests.fixtures_workers import upload_csv
+
+    base, headers = producers_api.url, auth(worker_env, user)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        accepted = await upload_csv(client, base, headers, rows_csv(12))
+        file_id = accepted.json()["file_id"]
+        await wait_for(
+            client, f"{base}/api/v1/files/{file_id}", headers, lambda b: b["status"] == "processed"
+        )
+        with session_scope() as session:
+            file = session.get(File, file_id)
+            assert file is not None
+            failed_id = request_report(session, file, user, "csv", str(uuid.uuid4())).id
+        assert fail_report(worker_env["FINRT_DATABASE_URL"], failed_id, "the disk was full")
+
+        page = (await client.get(NOTIFICATIONS, headers=headers)).json()
+        alert = next(n for n in page["notifications"] if n["type"] == "error_alert")
+        assert [a["label"] for a in alert["actions"]] == ["Regenerate report"]
+        first = await client.post(f"{NOTIFICATIONS}/{alert['id']}/actions/0", headers=headers)
+        again = await client.post(f"{NOTIFICATIONS}/{alert['id']}/actions/0", headers=headers)
+        assert (first.json()["performed"], again.json()["performed"]) == (True, False)
+
+        async def ready() -> dict[str, Any] | None:
+            page = (await client.get(NOTIFICATIONS, headers=headers)).json()
+            return next((n for n in page["notifications"] if n["type"] == "report_ready"), None)
+
+        for _ in range(300):
+            note = await ready()
+            if note is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert note is not None, "no report_ready after Regenerate report"
+        assert note["data"]["report_id"] != failed_id
+        assert note["actions"][0]["label"] == "Download"
+        assert note["actions"][0]["url"] == f"/api/v1/reports/{note['data']['report_id']}/download"
+        download = await client.get(note["actions"][0]["url"], headers=headers)
+        assert download.status_code == 200 and b"FinVision report: q.csv" in download.content

@@ -69,9 +69,11 @@ export function snoozeControl(n, onSnooze) {
     close(false);
     onSnooze(n.id, until);
   };
-  const presets = snoozePresets().map(({ label, until }) => {
+  // The times are taken when the menu opens: a row may stay on the page for hours.
+  let times = snoozePresets();
+  const presets = times.map(({ label }, i) => {
     const item = el("button", { type: "button", class: "snooze-item", text: label });
-    item.addEventListener("click", () => choose(until));
+    item.addEventListener("click", () => choose(times[i].until));
     return item;
   });
   const input = el("input", { type: "datetime-local", class: "snooze-when", step: "1", "aria-label": "Snooze until (date and time)" });
@@ -92,6 +94,7 @@ export function snoozeControl(n, onSnooze) {
     menu.hidden = !open;
     button.setAttribute("aria-expanded", String(open));
     if (open) {
+      times = snoozePresets();
       input.value = localInputValue(new Date(Date.now() + 3 * 3600 * 1000));
       presets[0].focus();
     }
