@@ -148,3 +148,59 @@ def test_retry_processing_reprocesses_the_file_and_shows_done_in_both_tabs(
         timeout=30_000,
     )
     first.screenshot("retried")
+
+
+def test_snooze_presets_are_in_the_browsers_time_zone(api, user, open_dashboard):
+    d = open_dashboard(api, user)
+    presets = d.page.evaluate(
+        """async () => {
+            const { snoozePresets } = await import("/static/js/inbox-view.js");
+            const show = (d) => [d.getFullYear(), d.getMonth() + 1, d.getDate(), d.getHours(),
+                                 d.getMinutes()];
+            const at = (...a) => snoozePresets(new Date(...a)).map((p) => [p.label, show(p.until)]);
+            return { wednesday: at(2026, 11, 2, 15, 30), monday: at(2026, 11, 7, 8, 0) };
+        }"""
+    )
+    assert presets["wednesday"] == [
+        ["1 hour", [2026, 12, 2, 16, 30]],
+        ["Tomorrow 9:00", [2026, 12, 3, 9, 0]],
+        ["Next Monday 9:00", [2026, 12, 7, 9, 0]],
+    ]
+    # On a Monday, "next Monday" is a week on, even before 9:00.
+    assert presets["monday"][2] == ["Next Monday 9:00", [2026, 12, 14, 9, 0]]
+
+
+def test_the_inbox_works_from_the_keyboard(api, user, open_dashboard, notify):
+    d = open_dashboard(api, user)
+    page = d.page
+    nid = notify(user, "Quarter closed", type="system_update")
+    d.wait_unread(1)
+    page.focus("#bell")
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "mark-all-read"
+    # Tabs: arrow keys move between All, Unread and Archived.
+    page.focus('.inbox-tab[data-view="all"]')
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute('.inbox-tab[data-view="unread"]', "aria-selected") == "true"
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute('.inbox-tab[data-view="all"]', "aria-selected") == "true"
+
+    snooze = note(d, nid, "[data-action=snooze]")
+    page.focus(snooze)
+    page.keyboard.press("Enter")
+    assert page.get_attribute(snooze, "aria-expanded") == "true"
+    assert page.evaluate("() => document.activeElement.textContent") == "1 hour"
+    page.keyboard.press("Escape")  # the menu closes, the panel stays
+    assert page.get_attribute(snooze, "aria-expanded") == "false"
+    assert page.evaluate("() => document.activeElement.dataset.action") == "snooze"
+    assert not page.is_hidden("#inbox")
+
+    page.focus(note(d, nid, "[data-action=archive]"))
+    page.keyboard.press("Enter")
+    d.wait_unread(0)
+    page.focus('.inbox-tab[data-view="archived"]')
+    page.keyboard.press("Enter")
+    page.wait_for_selector(note(d, nid, "[data-action=unarchive]"))
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#inbox")
+    assert page.evaluate("() => document.activeElement.id") == "bell"
