@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.errors import not_found
+from api.errors import UNPARSABLE_BODY, not_found
 from api.routes.notifications import NotificationId, NotificationPublic
 from core.settings import Settings
 from models import session_scope
@@ -111,7 +111,9 @@ def get_counts(principal: CurrentUser, session: SessionDep) -> Counts:
     return Counts.model_validate(inbox.counts(session, principal.user_id))
 
 
-@router.post("/notifications/seen", response_model=Seen, responses=_NOT_YOURS)
+@router.post(
+    "/notifications/seen", response_model=Seen, responses={**_NOT_YOURS, **UNPARSABLE_BODY}
+)
 def mark_seen(body: SeenRequest, principal: CurrentUser, session: SessionDep) -> Seen:
     """Mark seen the given notification and every older one (the bell was opened)."""
     try:
@@ -167,7 +169,11 @@ def unarchive(
 @router.post(
     "/notifications/{notification_id}/snooze",
     response_model=NotificationWithCounts,
-    responses={**_NOT_YOURS, 422: {"description": "until is missing, bad, or out of bounds"}},
+    responses={
+        **_NOT_YOURS,
+        **UNPARSABLE_BODY,
+        422: {"description": "until is missing, bad, or out of bounds"},
+    },
 )
 def snooze(
     notification_id: NotificationId,
