@@ -307,3 +307,29 @@ async def test_many_concurrent_writes_change_once_and_publish_once(
         "unread": 1,
         "by_priority": {"low": 0, "normal": 1, "high": 0, "urgent": 0},
     }
+
+
+async def test_concurrent_archive_read_and_unarchive_never_fail(notify, inbox, user, stored_events):
+    me = inbox(user)
+    ids = [notify(user, f"n{i}") for i in range(6)]
+    for nid in ids[:4]:
+        await me.read(nid)
+    calls = [post(me, "/archive-read") for _ in range(10)]
+    calls += [post(me, f"/{nid}/unarchive") for nid in ids[:4] for _ in range(2)]
+    calls += [post(me, "/seen", {"up_to": ids[-1]}) for _ in range(5)]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * len(calls)
+    listed = {n["id"] for n in (await me.page())["notifications"]}
+    archived = {n["id"] for n in (await me.page(status="archived"))["notifications"]}
+    assert listed | archived == set(ids) and not listed & archived
+    assert archived <= set(ids[:4])  # only read ones are archived
+    # However they interleaved, the events tell each change once: archived minus unarchived
+    # is 1 for what ends archived, 0 for the rest.
+    events = stored_events(user)
+    for nid in ids:
+        ups = sum(nid in e["data"]["ids"] for e in events if e["type"] == "notification_archived")
+        downs = sum(
+            e["data"]["id"] == nid for e in events if e["type"] == "notification_unarchived"
+        )
+        assert ups - downs == (1 if nid in archived else 0), nid
+    assert (await me.get(f"{NOTIFICATIONS}/counts")).json()["unseen"] == 0
