@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -122,6 +123,24 @@ def test_a_snoozed_one_leaves_both_tabs_and_comes_back_with_a_toast(
         tab.wait_unread(1)
     first.page.wait_for_selector(note(first, nid))
     first.screenshot("snooze-woken")
+
+    # Expiry you can see: the same tick tells both tabs, the counts drop without a reload.
+    expires = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
+    args = ["notify", user, "--type", "system_update", "--title", "Flash sale"]
+    args += ["--message", "ends soon", "--expires-at", expires]
+    flash = (
+        subprocess.run(
+            [str(BIN / "finrt"), *args], env=env, capture_output=True, check=True, timeout=60
+        )
+        .stdout.decode()
+        .strip()
+    )
+    first.page.wait_for_selector(note(first, flash))
+    for tab in (first, second):
+        tab.wait_unread(2)
+    for tab in (first, second):
+        tab.wait_unread(1, timeout=40)
+    first.page.wait_for_selector(note(first, flash), state="detached")
 
 
 def test_retry_processing_reprocesses_the_file_and_shows_done_in_both_tabs(
