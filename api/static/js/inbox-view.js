@@ -194,3 +194,29 @@ export function buildToast(n, { onOpen, onAct }) {
   });
   return toast;
 }
+
+/** Opens an action's link: `/#file=ID` chooses that file on this page, an API address is
+ * fetched with the token and saved (a report download), anything else opens in a new tab. */
+export async function openLink(api, url, { onOpenFile, onError }) {
+  const file = /^\/?#file=(\d+)$/.exec(url);
+  if (file && onOpenFile) {
+    onOpenFile(Number(file[1]));
+    return;
+  }
+  if (url.startsWith("/api/v1/")) {
+    try {
+      const response = await api.raw(url.slice("/api/v1".length));
+      const blob = await response.blob();
+      const header = response.headers.get("Content-Disposition") || "";
+      const name = /filename="?([^";]+)"?/i.exec(header)?.[1] || "download";
+      const a = el("a", { href: URL.createObjectURL(blob), download: name, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+    } catch (error) {
+      if (error.status !== 401) onError(`The download failed: ${error.message}`);
+    }
+    return;
+  }
+  window.open(url, "_blank", "noopener");
+}

@@ -6,7 +6,8 @@
 import { config } from "./config.js";
 import { el } from "./format.js";
 import { schedule } from "./frame.js";
-import { buildRow, buildToast, fillActionButton, fillRow, renderCounts } from "./inbox-view.js";
+import { applyEvent, dropItem, newestFirst } from "./inbox-model.js";
+import { buildRow, buildToast, fillActionButton, fillRow, openLink, renderCounts } from "./inbox-view.js";
 
 const PAGE_SIZE = 50;
 const MAX_TOASTS = 4;
@@ -19,8 +20,6 @@ const VIEWS = [
 export function badgeText(count) {
   return count > 99 ? "99+" : String(count);
 }
-
-const newestFirst = (a, b) => (a.created_at !== b.created_at ? (a.created_at < b.created_at ? 1 : -1) : a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 
 export class Inbox {
   constructor({ api, bell, badge, panel, list, empty, more, markAll, toasts, alerts, onError, onOpenFile }) {
@@ -174,87 +173,33 @@ export class Inbox {
   }
 
   #apply({ type, data }) {
-    if (!data) return;
-    if (data.counts) this.counts = data.counts;
-    switch (type) {
-      case "notification": {
-        const { unread_count: unread, woken_from_snooze: woken, counts: _counts, ...n } = data;
-        const known = this.items.has(n.id);
-        if (!n.is_dismissed) this.items.set(n.id, n);
-        if (!known && !n.is_dismissed) this.total += 1;
-        if ((!known || woken) && !n.seen_at) this.counts.unseen += 1; // the read below confirms it
-        this.counts.unread = unread;
-        this.#refreshCounts();
-        if (woken) this.toasted.delete(n.id);
-        if ((n.priority === "high" || n.priority === "urgent") && !n.is_read) this.#toast(n);
-        if (!this.panel.hidden) this.markSeen();
-        break;
+    const model = { items: this.items, counts: this.counts, total: this.total };
+    const effects = applyEvent(model, type, data);
+    this.counts = model.counts;
+    this.total = model.total;
+    if (!effects.handled) return;
+    if (effects.refreshCounts) this.#refreshCounts();
+    if (effects.woken) this.toasted.delete(effects.toast?.id || data.id);
+    if (effects.toast) this.#toast(effects.toast);
+    if (effects.seen && !this.panel.hidden) this.markSeen();
+    if (effects.removeToasts) for (const toast of this.#toastsOf(effects.removeToasts)) toast.remove();
+    if (effects.actionsDone) {
+      for (const button of this.#toastsOf(effects.actionsDone.id).flatMap((t) => [...t.querySelectorAll("[data-act]")])) {
+        const action = effects.actionsDone.actions[Number(button.dataset.act)];
+        if (action) fillActionButton(button, action);
       }
-      case "notification_read": {
-        const n = this.items.get(data.id);
-        if (n) Object.assign(n, { is_read: true, read_at: data.read_at });
-        this.counts.unread = data.unread_count;
-        this.#refreshCounts();
-        break;
-      }
-      case "notifications_read_all": {
-        const now = new Date().toISOString();
-        for (const n of this.items.values()) if (!n.is_read && !n.archived_at) Object.assign(n, { is_read: true, read_at: now });
-        this.counts.unread = data.unread_count;
-        this.#refreshCounts();
-        break;
-      }
-      case "notification_dismissed":
-        this.#drop(data.id);
-        this.counts.unread = data.unread_count;
-        this.#refreshCounts();
-        break;
-      case "notifications_seen": {
-        const anchor = this.items.get(data.up_to);
-        for (const n of this.items.values()) if (!n.seen_at && anchor && newestFirst(n, anchor) >= 0) n.seen_at = data.seen_at;
-        break;
-      }
-      case "notification_archived":
-        for (const id of data.ids || [data.id]) {
-          const n = this.items.get(id);
-          if (n && !n.archived_at) {
-            n.archived_at = data.archived_at;
-            this.total = Math.max(0, this.total - 1);
-          }
-        }
-        break;
-      case "notification_unarchived": {
-        const { unread_count: _u, counts: _c, ...n } = data;
-        const was = this.items.get(n.id);
-        if (!was || was.archived_at) this.total += 1;
-        this.items.set(n.id, n);
-        break;
-      }
-      case "notification_snoozed":
-      case "notification_expired":
-        this.#drop(data.id);
-        for (const toast of document.querySelectorAll(`.toast[data-id="${CSS.escape(data.id)}"]`)) toast.remove();
-        break;
-      case "notification_action_done": {
-        const n = this.items.get(data.id);
-        if (n) n.actions = data.actions;
-        for (const button of document.querySelectorAll(`.toast[data-id="${CSS.escape(data.id)}"] [data-act]`)) {
-          const action = data.actions[Number(button.dataset.act)];
-          if (action) fillActionButton(button, action);
-        }
-        break;
-      }
-      default:
-        return;
     }
     schedule(this.render);
   }
 
+  #toastsOf(id) {
+    return [...this.toasts.children, ...this.alerts.children].filter((t) => t.dataset.id === id);
+  }
+
   #drop(id) {
-    const n = this.items.get(id);
-    if (!n) return;
-    this.items.delete(id);
-    if (!n.archived_at) this.total = Math.max(0, this.total - 1);
+    const model = { items: this.items, counts: this.counts, total: this.total };
+    dropItem(model, id);
+    this.total = model.total;
   }
 
   /** Everything listed so far is seen: one call marks the newest and all older ones. */
@@ -362,37 +307,17 @@ export class Inbox {
   async act(id, index, button) {
     const n = this.items.get(id);
     const action = n?.actions?.[index] || { kind: button?.dataset.kind };
-    if (action.kind === "link" && action.url) await this.#open(action.url);
+    if (action.kind === "link" && action.url) {
+      await openLink(this.api, action.url, {
+        onOpenFile: this.onOpenFile && ((file) => (this.setOpen(false), this.onOpenFile(file))),
+        onError: this.onError,
+      });
+    }
     if (button) button.setAttribute("aria-busy", "true");
     const body = await this.#post(this.#path(id, `actions/${index}`), `do “${action.label || "the action"}”`);
     if (button) button.removeAttribute("aria-busy");
     if (!body) return;
     this.#apply({ type: "notification_action_done", data: { id, actions: body.actions } });
-  }
-
-  async #open(url) {
-    const file = /^\/?#file=(\d+)$/.exec(url);
-    if (file && this.onOpenFile) {
-      this.setOpen(false);
-      this.onOpenFile(Number(file[1]));
-      return;
-    }
-    if (url.startsWith("/api/v1/")) {
-      try {
-        const response = await this.api.raw(url.slice("/api/v1".length));
-        const blob = await response.blob();
-        const header = response.headers.get("Content-Disposition") || "";
-        const name = /filename="?([^";]+)"?/i.exec(header)?.[1] || "download";
-        const a = el("a", { href: URL.createObjectURL(blob), download: name, hidden: true });
-        document.body.append(a);
-        a.click();
-        a.remove();
-      } catch (error) {
-        if (error.status !== 401) this.onError(`The download failed: ${error.message}`);
-      }
-      return;
-    }
-    window.open(url, "_blank", "noopener");
   }
 
   async markAllRead() {
