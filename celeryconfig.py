@@ -83,6 +83,13 @@ def config_for(s: Settings) -> dict[str, Any]:
                 "schedule": every["schedules"],
                 "options": {"expires": every["schedules"]},
             },
+            # Snoozes and expiries live in the database, so a restart loses none: the first tick
+            # after it wakes (once) every snooze that came due meanwhile.
+            "inbox-tick": {
+                "task": "finrt.inbox_tick",
+                "schedule": s.inbox_tick_seconds,
+                "options": {"expires": max(1.0, s.inbox_tick_seconds)},
+            },
             "purge-expired-notifications": {
                 "task": "finrt.purge_notifications",
                 "schedule": s.notification_purge_seconds,

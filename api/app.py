@@ -25,6 +25,7 @@ from api.routes import (
     events,
     files,
     health,
+    inbox,
     metrics,
     notifications,
     page,
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(events.router)
     app.include_router(notifications.router)
+    app.include_router(inbox.router)
     app.include_router(files.router)
     app.include_router(reports.router)
     app.include_router(ws.router)

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     outbox_sweep_age_seconds: float = Field(5.0, ge=0)
     schedule_check_seconds: float = Field(60.0, gt=0)
     notification_purge_seconds: float = Field(3600.0, gt=0)
+    # A snooze ends at least this long from now (at most 90 days); tests shorten it.
+    snooze_min_seconds: float = Field(60.0, ge=0)
+    # How often beat wakes due snoozes and announces expiries (so within a few seconds).
+    inbox_tick_seconds: float = Field(1.0, gt=0)
     stale_job_check_seconds: float = Field(300.0, gt=0)
     beat_schedule_file: str = "var/celerybeat-schedule"
     # Test hook: report building waits this long first (to kill a worker mid-report).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -175,6 +176,9 @@ def notify(
     message: Annotated[str, typer.Option(help="the text")],
     priority: Annotated[str, typer.Option(help="low, normal, high or urgent")] = "normal",
     dedupe_key: Annotated[str | None, typer.Option(help="create it only once for this key")] = None,
+    expires_at: Annotated[
+        str | None, typer.Option(help="ISO 8601 with a time zone; it vanishes then")
+    ] = None,
 ) -> None:
     """Create a notification for USER_ID (stored, then sent to its open streams)."""
     from api.auth import SUB_RE
@@ -185,10 +189,23 @@ def notify(
     s = _settings()
     if not SUB_RE.match(user_id):
         raise _fail("user id must be 1-64 of letters, digits and _.@-", 2)
+    expires = None
+    if expires_at is not None:
+        try:
+            expires = datetime.fromisoformat(expires_at)
+        except ValueError:
+            raise _fail("--expires-at must be an ISO 8601 date and time", 2) from None
     try:
         with session_scope(s.database_url) as session:
             n = create_notification(
-                session, user_id, type, title, message, priority=priority, dedupe_key=dedupe_key
+                session,
+                user_id,
+                type,
+                title,
+                message,
+                priority=priority,
+                dedupe_key=dedupe_key,
+                expires_at=expires,
             )
             ident = n.id
     except ValueError as exc:

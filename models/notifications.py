@@ -30,10 +30,20 @@ class Notification(Base):
         # Inbox pages (newest first, id breaking ties) and the total: the equality columns,
         # then the sort order, then expires_at so the expiry filter and count(*) never
         # visit the table.
+        # The inbox states (archived, snoozed, seen) come last: filters read from the index.
         Index(
-            "ix_notifications_inbox", "user_id", "is_dismissed", "created_at", "id", "expires_at"
+            "ix_notifications_inbox",
+            "user_id",
+            "is_dismissed",
+            "created_at",
+            "id",
+            "expires_at",
+            "archived_at",
+            "snoozed_until",
+            "seen_at",
         ),
-        # The unread badge, unread-only pages and mark-all-read, covered the same way.
+        # The unread badge, unread-only pages, mark-all-read and the unread counts by
+        # priority, covered the same way.
         Index(
             "ix_notifications_unread",
             "user_id",
@@ -42,6 +52,23 @@ class Notification(Base):
             "created_at",
             "id",
             "expires_at",
+            "archived_at",
+            "snoozed_until",
+            "priority",
+        ),
+        # Snoozes due to wake (the beat tick); only snoozed rows are indexed.
+        Index(
+            "ix_notifications_snoozed_until",
+            "snoozed_until",
+            sqlite_where=text("snoozed_until IS NOT NULL"),
+            postgresql_where=text("snoozed_until IS NOT NULL"),
+        ),
+        # Expiries not yet announced to the user's tabs (the beat tick).
+        Index(
+            "ix_notifications_expiry_unannounced",
+            "expires_at",
+            sqlite_where=text("expires_at IS NOT NULL AND expiry_announced_at IS NULL"),
+            postgresql_where=text("expires_at IS NOT NULL AND expiry_announced_at IS NULL"),
         ),
         # purge_expired; most notifications never expire, so only those that do are indexed.
         Index(
@@ -66,3 +93,13 @@ class Notification(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Producers pass a dedupe key (e.g. "report_ready:42") so a retried task notifies once.
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Inbox states (CONTRACT 9): seen when a list showing it was opened, archived when put
+    # away (reversible, unlike dismissed), hidden until ``snoozed_until`` when snoozed.
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Up to two actions: {"label", "kind": "link"|"api", "url"?, "op"?, "args"?, "done_at"};
+    # "op" and "args" (what an api action does) stay on the server.
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # When the tabs were told it expired (notification_expired), so they are told once.
+    expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

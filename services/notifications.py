@@ -2,6 +2,8 @@
 
 Plain functions over a caller's session: the caller owns the transaction. Every change enqueues
 its event on ``user:{id}`` through the outbox, so it is published only once the change commits.
+Seen, archived and snoozed states live in ``services/inbox_states.py``, actions in
+``services/notification_actions.py``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from models.outbox import enqueue
 from services.access import ensure_user
 
 MAX_PAGE_SIZE = 100
+MAX_ACTIONS = 2
+STATUSES = ("unread", "read", "archived", "all")
+ACTION_KINDS = ("link", "api")
 
 
 class NotificationNotFound(LookupError):
     """Not one of this user's notifications: another user's, expired, or not a uuid at all."""
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -42,24 +47,77 @@ def to_public(n: Notification) -> dict[str, Any]:
         "priority": n.priority,
         "is_read": n.is_read,
         "is_dismissed": n.is_dismissed,
-        "created_at": _iso(n.created_at),
-        "read_at": _iso(n.read_at),
-        "expires_at": _iso(n.expires_at),
+        "created_at": iso(n.created_at),
+        "read_at": iso(n.read_at),
+        "expires_at": iso(n.expires_at),
+        "seen_at": iso(n.seen_at),
+        "archived_at": iso(n.archived_at),
+        "snoozed_until": iso(n.snoozed_until),
+        "actions": [public_action(a) for a in n.actions or []],
     }
+
+
+def public_action(action: dict[str, Any]) -> dict[str, Any]:
+    """An action as users see it: what an api action does ("op", "args") stays inside."""
+    url = action["url"] if action["kind"] == "link" else None
+    return {
+        "label": action["label"],
+        "kind": action["kind"],
+        "url": url,
+        "done_at": action.get("done_at"),
+    }
+
+
+def check_actions(actions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Producers' actions, checked: at most two, each a label and a link url or an api op."""
+    actions = list(actions or [])
+    if len(actions) > MAX_ACTIONS:
+        raise ValueError(f"a notification carries at most {MAX_ACTIONS} actions")
+    checked = []
+    for action in actions:
+        label, kind = action.get("label"), action.get("kind")
+        if not isinstance(label, str) or not 1 <= len(label) <= 40:
+            raise ValueError("an action's label must be 1 to 40 characters")
+        if kind not in ACTION_KINDS:
+            raise ValueError(f"an action's kind must be one of {', '.join(ACTION_KINDS)}")
+        if kind == "link" and not (isinstance(action.get("url"), str) and action["url"]):
+            raise ValueError("a link action needs a url")
+        if kind == "api" and not (isinstance(action.get("op"), str) and action["op"]):
+            raise ValueError("an api action needs an op")
+        checked.append({**action, "done_at": None})
+    return checked
 
 
 def _not_expired(now: datetime) -> Any:
     return or_(Notification.expires_at.is_(None), Notification.expires_at > now)
 
 
-def visible(user_id: str, now: datetime | None = None) -> Any:
-    """The filter for what a user sees: theirs, not dismissed, not expired."""
+def present(user_id: str, now: datetime | None = None) -> Any:
+    """Theirs, not dismissed, not expired, not snoozed: listed under ``status=all``."""
     now = now or datetime.now(UTC)
     return (
         (Notification.user_id == user_id)
         & (Notification.is_dismissed.is_(False))
         & _not_expired(now)
+        & Notification.snoozed_until.is_(None)
     )
+
+
+def visible(user_id: str, now: datetime | None = None) -> Any:
+    """The default list and every count: present and not archived."""
+    return present(user_id, now) & Notification.archived_at.is_(None)
+
+
+def status_filter(user_id: str, status: str, now: datetime) -> list[Any]:
+    if status == "unread":
+        return [visible(user_id, now), Notification.is_read.is_(False)]
+    if status == "read":
+        return [visible(user_id, now), Notification.is_read.is_(True)]
+    if status == "archived":
+        return [present(user_id, now), Notification.archived_at.is_not(None)]
+    if status == "all":
+        return [present(user_id, now)]
+    raise ValueError(f"status must be one of {', '.join(STATUSES)}")
 
 
 def _count(session: Session, *where: Any) -> int:
@@ -68,6 +126,28 @@ def _count(session: Session, *where: Any) -> int:
 
 def unread_count(session: Session, user_id: str, now: datetime | None = None) -> int:
     return _count(session, visible(user_id, now), Notification.is_read.is_(False))
+
+
+def counts(session: Session, user_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """The badge's figures: ``{"unseen", "unread", "by_priority"}`` (unread by priority)."""
+    now = now or datetime.now(UTC)
+    unseen = _count(session, visible(user_id, now), Notification.seen_at.is_(None))
+    by_priority = dict.fromkeys(PRIORITIES, 0)
+    rows = session.execute(
+        select(Notification.priority, func.count())
+        .where(visible(user_id, now), Notification.is_read.is_(False))
+        .group_by(Notification.priority)
+    )
+    for priority, count in rows:
+        if priority in by_priority:
+            by_priority[priority] = int(count)
+    return {"unseen": unseen, "unread": sum(by_priority.values()), "by_priority": by_priority}
+
+
+def with_counts(session: Session, user_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An inbox-state event's data with the counts that go with it (the badge in every tab)."""
+    figures = counts(session, user_id)
+    return {**data, "unread_count": figures["unread"], "counts": figures}
 
 
 def create_notification(
@@ -81,11 +161,20 @@ def create_notification(
     priority: str = "normal",
     expires_at: datetime | None = None,
     dedupe_key: str | None = None,
+    actions: list[dict[str, Any]] | None = None,
 ) -> Notification:
     """Store a notification and enqueue its ``notification`` event (sent after commit).
 
     With ``dedupe_key``, creating it again returns the stored one and publishes nothing.
+    ``actions``: at most two (see ``services/notification_actions.py`` for the makers).
+    ValueError for a bad type, priority or action, or an ``expires_at`` already past.
     """
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a time zone")
+        if expires_at <= datetime.now(UTC):
+            raise ValueError("expires_at is already past: the notification would never show")
+    checked_actions = check_actions(actions)
     if type not in NOTIFICATION_TYPES:
         raise ValueError(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
     if priority not in PRIORITIES:
@@ -114,6 +203,7 @@ def create_notification(
             "created_at": datetime.now(UTC),
             "expires_at": expires_at,
             "dedupe_key": dedupe_key,
+            "actions": checked_actions,
         },
     )
     if n is None:  # the same dedupe key, committed concurrently
@@ -151,7 +241,7 @@ def _insert_unless_duplicate(session: Session, values: dict[str, Any]) -> Notifi
             .values(values)
             .on_conflict_do_nothing(index_elements=conflict)
         )
-    if _rowcount(session.execute(statement)) == 0:
+    if rowcount(session.execute(statement)) == 0:
         return None
     return session.get(Notification, values["id"])
 
@@ -163,18 +253,31 @@ def list_notifications(
     page: int = 1,
     limit: int = 50,
     unread_only: bool = False,
+    status: str | None = None,
+    type: str | None = None,
+    priority: str | None = None,
 ) -> tuple[list[Notification], int, int]:
     """One page of the inbox, newest first: ``(items, total, unread_count)``.
 
-    ``total`` counts what the filter matches (so with ``unread_only`` it is the unread count).
+    ``status`` (unread, read, archived, all; default: every one not archived), ``type`` and
+    ``priority`` filter; ``total`` counts what the filter matches.
     """
     if page < 1 or not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"page must be 1 or more and limit 1 to {MAX_PAGE_SIZE}")
+    if type is not None and type not in NOTIFICATION_TYPES:
+        raise ValueError(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
+    if priority is not None and priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
     now = datetime.now(UTC)
     unread = unread_count(session, user_id, now)
-    where = [visible(user_id, now)]
-    if unread_only:
-        where.append(Notification.is_read.is_(False))
+    if status is None:
+        status = "unread" if unread_only else None
+    where = status_filter(user_id, status, now) if status else [visible(user_id, now)]
+    if type is not None:
+        where.append(Notification.type == type)
+    if priority is not None:
+        where.append(Notification.priority == priority)
+    if status == "unread" and type is None and priority is None:
         total = unread
     else:
         total = _count(session, *where)
@@ -201,24 +304,24 @@ def list_notifications(
     return list(session.scalars(query)), total, unread
 
 
-def _parse_id(notification_id: str) -> str:
+def parse_id(notification_id: str) -> str:
     try:
         return str(uuid.UUID(notification_id))
     except (TypeError, ValueError):
         raise NotificationNotFound("no such notification") from None
 
 
-def _owned(user_id: str, notification_id: str, now: datetime) -> Any:
+def owned(user_id: str, notification_id: str, now: datetime) -> Any:
     return (
         (Notification.id == notification_id) & (Notification.user_id == user_id) & _not_expired(now)
     )
 
 
-def _rowcount(result: Result[Any]) -> int:
+def rowcount(result: Result[Any]) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
-def _change_one(
+def change_one(
     session: Session,
     user_id: str,
     notification_id: str,
@@ -232,21 +335,21 @@ def _change_one(
     One conditional UPDATE rather than read-then-write: of two concurrent calls only one
     changes the row (and so only one publishes); the other finds it done.
     """
-    nid = _parse_id(notification_id)
+    nid = parse_id(notification_id)
     result = session.execute(
         update(Notification)
-        .where(_owned(user_id, nid, now), unchanged)
+        .where(owned(user_id, nid, now), unchanged)
         .values(values)
         .execution_options(synchronize_session=False)
     )
     n = session.scalar(
         select(Notification)
-        .where(_owned(user_id, nid, now))
+        .where(owned(user_id, nid, now))
         .execution_options(populate_existing=True)
     )
     if n is None:
         raise NotificationNotFound("no such notification")
-    return n, _rowcount(result) > 0
+    return n, rowcount(result) > 0
 
 
 def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Notification, int]:
@@ -255,7 +358,7 @@ def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Not
     Already read: nothing changes and nothing is published. Raises NotificationNotFound.
     """
     now = datetime.now(UTC)
-    n, changed = _change_one(
+    n, changed = change_one(
         session,
         user_id,
         notification_id,
@@ -265,7 +368,7 @@ def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Not
     )
     count = unread_count(session, user_id, now)
     if changed:
-        data = {"id": n.id, "read_at": _iso(n.read_at), "unread_count": count}
+        data = {"id": n.id, "read_at": iso(n.read_at), "unread_count": count}
         enqueue(session, f"user:{user_id}", "notification_read", data)
     return n, count
 
@@ -276,7 +379,7 @@ def dismiss(session: Session, user_id: str, notification_id: str) -> tuple[Notif
     Already dismissed: nothing changes and nothing is published. Raises NotificationNotFound.
     """
     now = datetime.now(UTC)
-    n, changed = _change_one(
+    n, changed = change_one(
         session,
         user_id,
         notification_id,
@@ -303,7 +406,7 @@ def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
         .values(is_read=True, read_at=now)
         .execution_options(synchronize_session="evaluate")
     )
-    marked = _rowcount(result)
+    marked = rowcount(result)
     # Counted, not assumed 0: one created concurrently may already be committed and unread.
     count = unread_count(session, user_id, now)
     if marked:
@@ -323,4 +426,4 @@ def purge_expired(session: Session, *, now: datetime | None = None) -> int:
         .where(Notification.expires_at <= now)
         .execution_options(synchronize_session="evaluate")
     )
-    return _rowcount(result)
+    return rowcount(result)

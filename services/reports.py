@@ -21,6 +21,7 @@ from models.base import utcnow
 from models.financial import FREQUENCIES
 from services.access import Forbidden, NotFound, file_for_reader
 from services.files import file_channel, user_channel
+from services.notification_actions import regenerate_report
 from services.notifications import create_notification
 
 __all__ = [
@@ -199,6 +200,7 @@ def fail_report(url: str, report_id: int, reason: str, notify: bool = True) -> b
             data={"report_id": report.id, "file_id": report.file_id, "error": report.error},
             priority="high",
             dedupe_key=f"report_failed:{report.id}",
+            actions=[regenerate_report(report.id)],
         )
         return True
 

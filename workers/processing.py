@@ -28,6 +28,7 @@ from services.files import (
     stored_dashboard,
     user_channel,
 )
+from services.notification_actions import open_file, retry_processing
 from services.notifications import create_notification
 
 __all__ = ["MAX_ISSUES_LISTED", "ProcessOutcome", "fail_processing", "process_upload"]
@@ -213,6 +214,7 @@ def _finish_processed(
             "rows_bad": bad,
         },
         dedupe_key=f"file_processed:{file.id}",
+        actions=[open_file(file.id)],
     )
     if bad:
         rows = "row" if bad == 1 else "rows"
@@ -225,6 +227,7 @@ def _finish_processed(
             data=_issues_data(file.id, result.errors),
             priority="high",
             dedupe_key=f"data_quality_issue:{file.id}",
+            actions=[open_file(file.id)],
         )
 
 
@@ -283,7 +286,9 @@ def _finish_failed(
         message,
         data=data,
         priority="high",
-        dedupe_key=f"file_failed:{file.id}",
+        # Per job: a file processed again (Retry processing) that fails again says so again.
+        dedupe_key=f"file_failed:{file.id}:{job_id}",
+        actions=[retry_processing(file.id)],
     )
 
 

@@ -26,6 +26,7 @@ from domain.reports import ReportFormat, build_report
 from models import File, ReportExport, session_scope
 from models.base import utcnow
 from services.files import load_parameters, read_rows
+from services.notification_actions import link, open_file
 from services.notifications import create_notification
 from services.reports import download_url, enqueue_status, stored_name
 
@@ -156,6 +157,7 @@ def _notify_ready(session: Session, report: ReportExport) -> None:
             f"The {report.format.upper()} report of {name} for {period} is ready to download.",
             data=data | {"period": period},
             dedupe_key=f"scheduled_report:{report.schedule_key}",
+            actions=[link("Download", download_url(report.id)), open_file(report.file_id)],
         )
         return
     create_notification(
@@ -166,6 +168,7 @@ def _notify_ready(session: Session, report: ReportExport) -> None:
         f"Your {report.format.upper()} report of {name} is ready to download.",
         data=data,
         dedupe_key=f"report_ready:{report.id}",
+        actions=[link("Download", download_url(report.id)), open_file(report.file_id)],
     )
 
 

@@ -26,6 +26,7 @@ from core.settings import Settings, get_settings
 from models import session_scope
 from models.outbox import sweep_outbox as sweep_outbox_rows
 from services.files import owner_of
+from services.inbox_states import announce_expired, wake_due
 from services.reports import fail_report, who_follows
 from streams.publish import publish
 from workers.celery_app import app
@@ -190,7 +191,20 @@ def purge_notifications() -> int:
     if purge is None:
         return 0
     with session_scope(get_settings().database_url) as session:
+        announce_expired(session)  # tabs hear of each expiry before its row goes
         return int(purge(session))
+
+
+@_task(base=PeriodicTask, name="finrt.inbox_tick")
+def inbox_tick() -> dict[str, int]:
+    """Wake the snoozes that are due (each once) and tell the tabs of new expiries."""
+    with session_scope(get_settings().database_url) as session:
+        woken = wake_due(session)
+    with session_scope(get_settings().database_url) as session:
+        expired = announce_expired(session)
+    if woken:
+        log.info("woke %d snoozed notifications", len(woken))
+    return {"woken": len(woken), "expired": len(expired)}
 
 
 @_task(base=PeriodicTask, name="finrt.check_stale_jobs")

@@ -7,7 +7,7 @@ event has gone to the user's other tabs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
@@ -30,6 +30,16 @@ _NOT_YOURS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ActionPublic(BaseModel):
+    label: str = Field(examples=["Download"])
+    kind: Literal["link", "api"] = Field(
+        description="link: the page opens url; api: the service performs it "
+        "(POST /notifications/{id}/actions/{index})"
+    )
+    url: str | None = Field(None, description="links only", examples=["/api/v1/reports/7/download"])
+    done_at: Timestamp | None
+
+
 class NotificationPublic(BaseModel):
     id: str = Field(examples=["0b6f3c1e-8d0a-4c1e-9a57-2f1f6d4b8e21"])
     type: str = Field(json_schema_extra={"enum": list(NOTIFICATION_TYPES)})
@@ -42,6 +52,10 @@ class NotificationPublic(BaseModel):
     created_at: Timestamp
     read_at: Timestamp | None
     expires_at: Timestamp | None
+    seen_at: Timestamp | None
+    archived_at: Timestamp | None
+    snoozed_until: Timestamp | None
+    actions: list[ActionPublic] = Field(max_length=inbox.MAX_ACTIONS)
 
     @classmethod
     def of(cls, n: Notification) -> NotificationPublic:
@@ -85,10 +99,29 @@ def list_notifications(
     page: Annotated[int, Query(ge=1, description="1 for the newest")] = 1,
     limit: Annotated[int, Query(ge=1, le=inbox.MAX_PAGE_SIZE, description="page size")] = 50,
     unread_only: Annotated[bool, Query(description="leave out those already read")] = False,
+    status: Annotated[
+        Literal["unread", "read", "archived", "all"] | None,
+        Query(description="default: every one not archived; all: archived ones too"),
+    ] = None,
+    type: Annotated[
+        Literal[NOTIFICATION_TYPES] | None,  # type: ignore[valid-type]
+        Query(description="only this type"),
+    ] = None,
+    priority: Annotated[
+        Literal["low", "normal", "high", "urgent"] | None, Query(description="only this priority")
+    ] = None,
 ) -> NotificationList:
-    """The caller's notifications, newest first; expired and dismissed ones left out."""
+    """The caller's notifications, newest first; expired, dismissed and snoozed ones left out,
+    archived ones unless asked for."""
     items, total, unread = inbox.list_notifications(
-        session, principal.user_id, page=page, limit=limit, unread_only=unread_only
+        session,
+        principal.user_id,
+        page=page,
+        limit=limit,
+        unread_only=unread_only,
+        status=status,
+        type=type,
+        priority=priority,
     )
     return NotificationList(
         notifications=[NotificationPublic.of(n) for n in items],

@@ -121,6 +121,12 @@ class Dashboard:
             "n => document.querySelector('#bell').dataset.count === String(n)", count, timeout
         )
 
+    def wait_unread(self, count: int, timeout: float = 15.0) -> None:
+        """Until the bell says ``count`` unread (the badge itself counts the unseen)."""
+        self.wait_for(
+            "n => document.querySelector('#bell').dataset.unread === String(n)", count, timeout
+        )
+
     def wait_card(self, name: str, value: str, timeout: float = 15.0) -> None:
         """Until the card of metric ``name`` shows the raw value ``value``."""
         self.wait_for(

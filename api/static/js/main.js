@@ -113,6 +113,7 @@ function start(userId) {
     toasts: $("toasts"),
     alerts: $("toasts-alert"),
     onError: reportError,
+    onOpenFile: (id) => selectFile(id),
   });
   const reports = new ReportPanel({ api, form: $("report-form"), format: $("report-format"), button: $("report-button"), list: $("reports"), onError: reportError });
   const files = new FilePanel({
