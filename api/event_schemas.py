@@ -59,6 +59,10 @@ def _notification() -> dict[str, Any]:
             "created_at": "2026-11-25T17:40:12.123456Z",
             "read_at": None,
             "expires_at": None,
+            "seen_at": None,
+            "archived_at": None,
+            "snoozed_until": None,
+            "actions": [],
             "unread_count": 3,
         }
     ]

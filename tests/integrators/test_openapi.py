@@ -142,6 +142,7 @@ def test_every_refusal_is_declared(api, document, token, user, make_file):
             "notification_id": str(uuid.uuid4()),
             "report_id": "2147483000",
             "name": "growth",
+            "index": "0",
         },
         "unknown": {
             "file_id": "999999999",
@@ -149,6 +150,7 @@ def test_every_refusal_is_declared(api, document, token, user, make_file):
             "notification_id": "not-a-uuid",
             "report_id": "2147483001",
             "name": "no_such_parameter",
+            "index": "7",
         },
         "own": {
             "file_id": str(mine),
@@ -156,6 +158,7 @@ def test_every_refusal_is_declared(api, document, token, user, make_file):
             "notification_id": str(uuid.uuid4()),
             "report_id": "1",
             "name": "growth",
+            "index": "1",
         },
     }
     undeclared: list[str] = []
