@@ -15,35 +15,17 @@ import orjson
 from fastapi import APIRouter, HTTPException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import AuthError, Principal
-from api.deps import known_user, principal_from_token
+from api.deps import authenticate_stream
 from api.routes.streams import authorize
 from api.state import AppState
-from api.tickets import redeem_ticket
-from streams.envelope import InvalidEvent, check_channel
+from api.stream_request import read_credentials
+from streams.channels import check_channel
+from streams.envelope import InvalidEvent
 from streams.hub import HubUnavailable, TooManyStreams
 from streams.subscriber import WS, Subscriber
 
 router = APIRouter()
 MAX_FRAME = 4096
-
-
-async def _authenticate(state: AppState, ws: WebSocket) -> Principal:
-    token = ws.query_params.get("access_token")
-    ticket = ws.query_params.get("ticket")
-    header = ws.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        token = header[7:].strip()
-    if token:
-        principal = principal_from_token(state, token)
-    elif ticket:
-        try:
-            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)
-        except AuthError as exc:
-            raise HTTPException(401, str(exc)) from exc
-    else:
-        raise HTTPException(401, "missing token")
-    return await known_user(state, principal)
 
 
 class WebSocketSession:
@@ -89,7 +71,7 @@ class WebSocketSession:
         if len(sub.positions) >= self.state.settings.max_channels_per_stream:
             return self.error("too many channels on this socket")
         try:
-            await authorize(self.state, Principal(sub.user_id, frozenset(), 0), [channel])
+            await authorize(self.state, sub.user_id, [channel])
             await hub.join(sub, [channel])
         except HTTPException as exc:
             return self.error(f"{channel}: {exc.detail}")
@@ -104,7 +86,8 @@ async def websocket_route(ws: WebSocket) -> None:
     state: AppState = ws.app.state.finrt
     await ws.accept()
     try:
-        principal = await _authenticate(state, ws)
+        credentials, _, _ = read_credentials(ws.scope)
+        principal = await authenticate_stream(state, credentials)
     except HTTPException as exc:
         await ws.close(code=4001, reason=str(exc.detail)[:100])
         return

@@ -9,7 +9,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core.settings import Settings
-from streams.envelope import InvalidEvent, check_channel, parse_id
+from streams.channels import check_channel
+from streams.envelope import InvalidEvent, parse_id
 from streams.hub import Hub
 from streams.subscriber import WS
 
