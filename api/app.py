@@ -49,7 +49,7 @@ async def _close_streams_on_exit(state: AppState) -> None:
     shutdown is not held up by open streams."""
     await EventSourceResponse._listen_for_exit_signal()
     log.info("shutting down: closing %d open streams", state.hub.open_streams)
-    await state.hub.stop(final=b"retry: %d\n\n" % SHUTDOWN_RETRY_MS)
+    await state.hub.stop(retry_ms=SHUTDOWN_RETRY_MS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

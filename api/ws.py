@@ -22,7 +22,8 @@ from api.stream_request import read_credentials
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent
 from streams.hub import HubUnavailable, TooManyStreams
-from streams.subscriber import WS, Subscriber
+from streams.subscriber import Subscriber
+from streams.transports import WEBSOCKET
 
 router = APIRouter()
 MAX_FRAME = 4096
@@ -93,7 +94,7 @@ async def websocket_route(ws: WebSocket) -> None:
         return
     hub = state.hub
     try:
-        sub = hub.new_subscriber(principal.user_id, [], WS)
+        sub = hub.new_subscriber(principal.user_id, [], WEBSOCKET)
     except TooManyStreams as exc:
         await ws.close(code=4029, reason=str(exc)[:100])
         return

@@ -12,7 +12,7 @@ from core.settings import Settings
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent, parse_id
 from streams.hub import Hub
-from streams.subscriber import WS
+from streams.transports import WEBSOCKET
 
 
 async def run_tail(settings: Settings, channel: str, from_id: str | None) -> None:
@@ -40,7 +40,7 @@ async def run_tail(settings: Settings, channel: str, from_id: str | None) -> Non
 
     await hub.start()
     try:
-        sub = hub.new_subscriber("tail", [channel], WS)
+        sub = hub.new_subscriber("tail", [channel], WEBSOCKET)
         sub.send = send
         await hub.join(sub, [channel])
         await hub.catch_up(sub, await hub.prepare(sub, {channel: last}))

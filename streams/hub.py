@@ -24,7 +24,8 @@ from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.metrics import DeliveryLag
-from streams.subscriber import PING, WS, Subscriber
+from streams.subscriber import Subscriber
+from streams.transports import Transport
 
 log = logging.getLogger("finrt.hub")
 
@@ -142,11 +143,13 @@ class Hub:
             asyncio.create_task(self._tick(), name="hub-tick"),
         ]
 
-    async def stop(self, final: bytes | None = None) -> None:
-        """Close every stream (each gets ``final``, e.g. a retry hint) and the Redis link."""
+    async def stop(self, retry_ms: int | None = None) -> None:
+        """Close every stream and the Redis link; with ``retry_ms``, each stream's last frame
+        asks its client to reconnect after that long (where its transport can say so)."""
         self._stopping = True
         for sub in list(self._subscribers):
-            sub.close("shutdown", final if sub.kind != WS else None)
+            final = None if retry_ms is None else sub.transport.farewell(retry_ms)
+            sub.close("shutdown", final)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -173,13 +176,13 @@ class Hub:
 
     # -- joining and leaving ------------------------------------------------------------------
 
-    def new_subscriber(self, user_id: str, channels: list[str], kind: int) -> Subscriber:
+    def new_subscriber(self, user_id: str, channels: list[str], transport: Transport) -> Subscriber:
         """Register a connection (counts against the user's stream limit)."""
         if self._per_user[user_id] >= self.max_streams_per_user:
             raise TooManyStreams(
                 f"at most {self.max_streams_per_user} open streams per user on this server"
             )
-        sub = Subscriber(user_id, channels, kind, self.client_buffer)
+        sub = Subscriber(user_id, channels, transport, self.client_buffer)
         sub.on_finish = self._on_finish
         self._per_user[user_id] += 1
         self._subscribers.add(sub)
@@ -301,16 +304,16 @@ class Hub:
         sub: Subscriber,
         plans: list[tuple[str, Bounds, ResumePlan]],
         *,
-        preamble: bool = False,
         announce: bool = False,
     ) -> None:
         """Bring a prepared subscriber to live: resets, then history page by page (awaiting
-        the socket), then what was held meanwhile minus duplicates. With ``preamble`` (SSE) the
-        stream first gets its retry hint and, with ``announce``, its starting position, so
-        that a client that gave none can reconnect without missing anything."""
+        the socket), then what was held meanwhile minus duplicates. First comes the transport's
+        preamble (SSE: the retry hint and, with ``announce``, the starting position, so that a
+        client that gave none can reconnect without missing anything)."""
         assert sub.send is not None
-        if preamble:
-            await sub.write_now([self.preamble(sub, announce)])
+        preamble = sub.transport.preamble(self.retry_ms, sub.cursor() if announce else None)
+        if preamble is not None:
+            await sub.write_now([preamble])
         for name, bounds, plan in plans:
             if plan.reset is not None:
                 self.stats.resets += 1
@@ -332,14 +335,6 @@ class Hub:
         sub.go_live()
         self.mark(sub)
 
-    def preamble(self, sub: Subscriber, announce_position: bool) -> bytes:
-        """The first bytes of an SSE stream: the reconnect hint and, for a client that gave
-        no position, the position it starts at (so its reconnect misses nothing)."""
-        lines = [b"retry: %d\n" % self.retry_ms]
-        if announce_position:
-            lines.append(b"id: " + sub.cursor().encode() + b"\n")
-        return b"".join(lines) + b"\n"
-
     def _reset_frame(self, sub: Subscriber, channel: str, reason: str) -> bytes:
         cursor = sub.cursor()
         envelope = control_envelope(
@@ -348,9 +343,7 @@ class Hub:
             cursor,
             {"reason": reason, "position": format_id(sub.positions[channel])},
         )
-        if sub.kind == WS:
-            return envelope
-        return b"id: " + cursor.encode() + b"\nevent: reset\ndata: " + envelope + b"\n\n"
+        return sub.transport.control("reset", envelope, cursor)
 
     def control_frame(self, sub: Subscriber, event_type: str, data: dict[str, Any]) -> bytes:
         """A control event for one connection that leaves its position unchanged."""
@@ -358,9 +351,7 @@ class Hub:
         envelope = control_envelope(
             event_type, channels[0] if len(channels) == 1 else None, sub.cursor(), data
         )
-        if sub.kind == WS:
-            return envelope
-        return b"event: " + event_type.encode() + b"\ndata: " + envelope + b"\n\n"
+        return sub.transport.control(event_type, envelope, None)
 
     def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
         sub.positions[channel] = position
@@ -542,8 +533,9 @@ class Hub:
             if now >= next_ping:
                 next_ping = now + self.ping_seconds
                 for sub in self._subscribers:
-                    if sub.live and sub.kind != WS and not sub.pending:
-                        sub.queue_raw(PING)
+                    ping = sub.transport.ping
+                    if ping is not None and sub.live and not sub.pending:
+                        sub.queue_raw(ping)
                         self._dirty.add(sub)
                 self._schedule_flush()
             idle = [

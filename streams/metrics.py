@@ -21,8 +21,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from streams.subscriber import WS
-
 if TYPE_CHECKING:
     from streams.envelope import Event
     from streams.hub import Hub
@@ -78,7 +76,7 @@ def connections_by_kind(hub: Hub) -> dict[tuple[str, str], int]:
     for sub in hub.subscribers():  # a scrape walks them once; nothing is kept per connection
         kinds = {name.partition(":")[0] for name in sub.positions}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
-        key = ("websocket" if sub.kind == WS else "sse", kind)
+        key = (sub.transport.label, kind)
         counts[key] = counts.get(key, 0) + 1
     return counts
 

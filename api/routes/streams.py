@@ -18,7 +18,7 @@ from services.access import Forbidden, NotFound, check_channel
 from streams.envelope import InvalidEvent, StreamId, parse_id
 from streams.hub import HubUnavailable, TooManyStreams
 from streams.sse import HubEventSourceResponse
-from streams.subscriber import SSE, SSE_MULTI, decode_cursor
+from streams.transports import SSE, SSE_MULTI, decode_cursor
 
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 
