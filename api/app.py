@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from sse_starlette.sse import EventSourceResponse
 
 from api import ws
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
+from api.private_apis import wait_for_exit_signal
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
 from core.settings import Settings, get_settings
@@ -47,7 +47,7 @@ async def _close_streams_on_exit(state: AppState) -> None:
     """On SIGTERM (uvicorn's exit signal, as sse-starlette observes it) end every stream with
     a short retry hint, so clients reconnect to another process at once and uvicorn's graceful
     shutdown is not held up by open streams."""
-    await EventSourceResponse._listen_for_exit_signal()
+    await wait_for_exit_signal()
     log.info("shutting down: closing %d open streams", state.hub.open_streams)
     await state.hub.stop(retry_ms=SHUTDOWN_RETRY_MS)
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.deps import authenticate_stream
+from api.private_apis import raw_websocket_send
 from api.routes.streams import authorize
 from api.state import AppState
 from api.stream_request import read_credentials
@@ -100,7 +101,7 @@ async def websocket_route(ws: WebSocket) -> None:
         return
     # The hub writes every frame (events and our replies) through the raw ASGI send, in one
     # order; Starlette's wrapper is used for accept and receive only.
-    sub.send = ws._send
+    sub.send = raw_websocket_send(ws)
     sub.live = True
     session = WebSocketSession(state, ws, sub)
 
