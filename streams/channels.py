@@ -38,6 +38,11 @@ def file_channel(file_id: int) -> str:
     return f"file:{file_id}"
 
 
+def channel_kind(name: str) -> str:
+    """``"file:7"`` -> ``"file"``, for a name already checked (cheap: no validation)."""
+    return name.partition(":")[0]
+
+
 def parse_file_id(raw: str) -> int | None:
     """The file number ``raw`` names, or None unless it is written canonically."""
     # A regex on ASCII digits: str.isdigit() also accepts "\u00b2" and Arabic-Indic digits.
@@ -65,6 +70,7 @@ __all__ = [
     "CHANNEL_RE",
     "CHANNEL_RULE",
     "Channel",
+    "channel_kind",
     "check_channel",
     "file_channel",
     "parse_channel",

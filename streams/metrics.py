@@ -21,6 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from streams.channels import channel_kind
+
 if TYPE_CHECKING:
     from streams.envelope import Event
     from streams.hub import Hub
@@ -74,7 +76,7 @@ def connections_by_kind(hub: Hub) -> dict[tuple[str, str], int]:
     not subscribed yet). The counts add up to the open streams."""
     counts: dict[tuple[str, str], int] = {}
     for sub in hub.subscribers():  # a scrape walks them once; nothing is kept per connection
-        kinds = {name.partition(":")[0] for name in sub.positions}
+        kinds = {channel_kind(name) for name in sub.positions}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
         key = (sub.transport.label, kind)
         counts[key] = counts.get(key, 0) + 1
