@@ -3,8 +3,10 @@
 Opening a stream through FastAPI costs a dozen middleware and routing layers and dependency
 solving, and each layer's frame lives as long as the stream does (hours, thousands of times
 over). The three SSE endpoints are therefore served here, with the very functions their FastAPI
-routes use (authentication, access checks, positions, the hub); the routes stay for OpenAPI
-and for HEAD. ARCHITECTURE.md has the measurements.
+routes use (the request parser in api/stream_request.py, authentication, access checks,
+positions, the hub); the routes stay for OpenAPI and for the app run without this door
+(``create_app()`` alone). Other methods (HEAD: 405) go on to FastAPI. ARCHITECTURE.md has the
+measurements.
 """
 
 from __future__ import annotations

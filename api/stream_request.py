@@ -1,8 +1,8 @@
 """What a stream request asks for, read from its ASGI scope in one place.
 
-The three SSE endpoints are served by the front door (api/front.py) for GET and by their FastAPI
-routes for HEAD and OpenAPI; the WebSocket route reads its credentials the same way. All of
-them read the request here: one parser, one set of limits (:data:`LIMITS`, also what OpenAPI
+The three SSE endpoints are served by the front door (api/front.py), and by their FastAPI routes
+when the app runs without it (the routes also describe them in OpenAPI); the WebSocket route
+reads its credentials the same way. All of them read the request here: one parser, one set of limits (:data:`LIMITS`, also what OpenAPI
 declares), and one rule for which credential wins (:meth:`Credentials.pick`).
 """
 

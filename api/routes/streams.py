@@ -100,7 +100,8 @@ async def open_stream(state: AppState, request: StreamRequest) -> Response:
 
 
 async def _serve(request: Request) -> Response:
-    # GET requests never get here (the front door serves them): HEAD and the test client do.
+    # Behind the front door (`finrt api`) no stream request gets here; without it (the app
+    # from create_app() alone) every one does, and is read by the same parser.
     parsed = parse_stream_request(request.scope)
     assert parsed is not None
     return await open_stream(request.app.state.finrt, parsed)
