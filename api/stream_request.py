@@ -2,8 +2,9 @@
 
 The three SSE endpoints are served by the front door (api/front.py), and by their FastAPI routes
 when the app runs without it (the routes also describe them in OpenAPI); the WebSocket route
-reads its credentials the same way. All of them read the request here: one parser, one set of limits (:data:`LIMITS`, also what OpenAPI
-declares), and one rule for which credential wins (:meth:`Credentials.pick`).
+reads its credentials the same way. All of them read the request here: one parser, one set of
+limits (:data:`LIMITS`, also what OpenAPI declares), and one rule for which credential wins
+(:meth:`Credentials.pick`).
 """
 
 from __future__ import annotations
