@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean venv
+.PHONY: run test test-fast lint bench soak clean venv
 
 venv: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/finrt dev
 
+# The whole suite with coverage; fails under the floor in pyproject.toml (fail_under).
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The pure core only (no server, Redis or database): seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast tests/fast tests/domain $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp
 
 from api import ws
@@ -21,6 +20,7 @@ from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.openapi import install as install_openapi
 from api.openapi import operation_id
+from api.private_apis import wait_for_exit_signal
 from api.routes import (
     events,
     files,
@@ -64,9 +64,9 @@ async def _close_streams_on_exit(state: AppState) -> None:
     """On SIGTERM (uvicorn's exit signal, as sse-starlette observes it) end every stream with
     a short retry hint, so clients reconnect to another process at once and uvicorn's graceful
     shutdown is not held up by open streams."""
-    await EventSourceResponse._listen_for_exit_signal()
+    await wait_for_exit_signal()
     log.info("shutting down: closing %d open streams", state.hub.open_streams)
-    await state.hub.stop(final=b"retry: %d\n\n" % SHUTDOWN_RETRY_MS)
+    await state.hub.stop(retry_ms=SHUTDOWN_RETRY_MS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

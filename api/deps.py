@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import AuthError, KeyUnavailable, Principal
 from api.errors import unauthorized
 from api.state import AppState
+from api.stream_request import Credentials
 from api.tickets import redeem_ticket
 from core.settings import Settings
 from models import session_scope
@@ -108,52 +109,17 @@ async def bearer_token(
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-async def stream_user(
-    state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    access_token: Annotated[
-        str | None,
-        Query(max_length=4096, description="the JWT, for clients that cannot set headers"),
-    ] = None,
-    ticket: Annotated[
-        str | None,
-        Query(max_length=64, description="a single-use ticket from POST /stream/tickets"),
-    ] = None,
-) -> Principal:
-    """Streams accept the bearer header, ``?access_token=`` or a single-use ``?ticket=``."""
-    bearer = credentials.credentials if credentials is not None else None
-    return await authenticate_stream(state, bearer, access_token, ticket)
-
-
-async def authenticate_stream(
-    state: AppState, bearer: str | None, access_token: str | None, ticket: str | None
-) -> Principal:
-    if bearer is not None:
-        principal = await principal_from_token(state, bearer)
-    elif access_token is not None:
-        principal = await principal_from_token(state, access_token)
-    elif ticket is not None:
+async def authenticate_stream(state: AppState, credentials: Credentials) -> Principal:
+    """The principal of a stream client (SSE or WebSocket): 401 without a valid credential."""
+    picked = credentials.pick()
+    if picked is None:
+        raise unauthorized("missing token: send a bearer header, access_token or ticket")
+    kind, value = picked
+    if kind == "token":
+        principal = await principal_from_token(state, value)
+    else:
         try:
-            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)
+            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, value)
         except AuthError as exc:
             raise unauthorized(str(exc)) from exc
-    else:
-        raise unauthorized("missing token: send a bearer header, access_token or ticket")
     return await known_user(state, principal)
-
-
-StreamUser = Annotated[Principal, Depends(stream_user)]
-
-
-async def last_event_id(
-    header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=4096)] = None,
-    query: Annotated[
-        str | None, Query(alias="last_event_id", max_length=4096, description="resume position")
-    ] = None,
-) -> str | None:
-    """The position a client resumes from: the ``Last-Event-ID`` header, else the query."""
-    value = header if header else query
-    return value.strip() if value and value.strip() else None
-
-
-LastEventId = Annotated[str | None, Depends(last_event_id)]

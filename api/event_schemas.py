@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from api.routes.notifications import NotificationPublic
-from streams.envelope import CHANNEL_RE, ID_RE, KEY_RE, TYPE_RE
+from streams.channels import CHANNEL_RE
+from streams.envelope import ID_RE, KEY_RE, TYPE_RE
 
 SCHEMA_PATH = "/api/v1/schemas/events.json"
 

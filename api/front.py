@@ -3,27 +3,23 @@
 Opening a stream through FastAPI costs a dozen middleware and routing layers and dependency
 solving, and each layer's frame lives as long as the stream does (hours, thousands of times
 over). The three SSE endpoints are therefore served here, with the very functions their FastAPI
-routes use (authentication, access checks, positions, the hub); the routes stay for OpenAPI
-and for HEAD. ARCHITECTURE.md has the measurements.
+routes use (the request parser in api/stream_request.py, authentication, access checks,
+positions, the hub); the routes stay for OpenAPI and for the app run without this door
+(``create_app()`` alone). Other methods (HEAD: 405) go on to FastAPI. ARCHITECTURE.md has the
+measurements.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from api.deps import authenticate_stream
-from api.routes.streams import file_channels, many_channels, open_stream
-from api.state import AppState
+from api.routes.streams import open_stream
+from api.stream_request import parse_stream_request, stream_kind
 from core.logs import request_id
-
-_FILE = re.compile(r"^/api/v1/stream/files/([^/]+)/?\Z")
-_LIMITS = {"access_token": 4096, "ticket": 64, "last_event_id": 4096}
 
 
 class StreamFrontDoor:
@@ -34,13 +30,8 @@ class StreamFrontDoor:
         if (
             scope["type"] != "http"
             or scope["method"] != "GET"
-            or not scope["path"].startswith("/api/v1/stream")
+            or stream_kind(scope["path"]) is None
         ):
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"].rstrip("/")
-        match = _FILE.match(scope["path"])
-        if path not in ("/api/v1/stream", "/api/v1/stream/notifications") and match is None:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
@@ -48,7 +39,9 @@ class StreamFrontDoor:
         token = request_id.set(rid)
         try:
             try:
-                response = await self._open(scope, path, match)
+                parsed = parse_stream_request(scope)
+                assert parsed is not None
+                response = await open_stream(self.app.state.finrt, parsed)
             except HTTPException as exc:
                 response = JSONResponse(
                     {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
@@ -57,38 +50,3 @@ class StreamFrontDoor:
             await response(scope, receive, send)
         finally:
             request_id.reset(token)
-
-    async def _open(self, scope: Scope, path: str, match: re.Match[str] | None) -> Response:
-        state: AppState = self.app.state.finrt
-        query: dict[str, str] = {}
-        channels: list[str] = []
-        for name, value in parse_qsl(scope["query_string"].decode("latin-1")):
-            if name == "channel":
-                channels.append(value)
-            elif name in _LIMITS:
-                if len(value) > _LIMITS[name]:
-                    raise HTTPException(422, f"{name} is too long")
-                query[name] = value
-        headers = dict(scope["headers"])
-        bearer = None
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        if authorization[:7].lower() == "bearer ":
-            bearer = authorization[7:].strip()
-        last = (
-            headers.get(b"last-event-id", b"").decode("latin-1").strip()
-            or query.get("last_event_id", "").strip()
-        )
-        if len(last) > 4096:
-            raise HTTPException(422, "Last-Event-ID is too long")
-        principal = await authenticate_stream(
-            state, bearer, query.get("access_token"), query.get("ticket")
-        )
-        if match is not None:
-            names = file_channels(match.group(1))
-        elif path == "/api/v1/stream":
-            names = many_channels(channels, state.settings.max_channels_per_stream)
-        else:
-            names = [f"user:{principal.user_id}"]
-        return await open_stream(
-            state, principal, names, last or None, multi=path == "/api/v1/stream"
-        )

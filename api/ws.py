@@ -15,35 +15,19 @@ import orjson
 from fastapi import APIRouter, HTTPException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import AuthError, Principal
-from api.deps import known_user, principal_from_token
+from api.deps import authenticate_stream
+from api.private_apis import raw_websocket_send
 from api.routes.streams import authorize
 from api.state import AppState
-from api.tickets import redeem_ticket
-from streams.envelope import InvalidEvent, check_channel
+from api.stream_request import read_credentials
+from streams.channels import check_channel
+from streams.envelope import InvalidEvent
 from streams.hub import HubUnavailable, TooManyStreams
-from streams.subscriber import WS, Subscriber
+from streams.subscriber import Subscriber
+from streams.transports import WEBSOCKET
 
 router = APIRouter()
 MAX_FRAME = 4096
-
-
-async def _authenticate(state: AppState, ws: WebSocket) -> Principal:
-    token = ws.query_params.get("access_token")
-    ticket = ws.query_params.get("ticket")
-    header = ws.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        token = header[7:].strip()
-    if token:
-        principal = await principal_from_token(state, token)
-    elif ticket:
-        try:
-            principal = await redeem_ticket(state.redis, state.settings.redis_prefix, ticket)
-        except AuthError as exc:
-            raise HTTPException(401, str(exc)) from exc
-    else:
-        raise HTTPException(401, "missing token")
-    return await known_user(state, principal)
 
 
 class WebSocketSession:
@@ -89,7 +73,7 @@ class WebSocketSession:
         if len(sub.positions) >= self.state.settings.max_channels_per_stream:
             return self.error("too many channels on this socket")
         try:
-            await authorize(self.state, Principal(sub.user_id, frozenset(), 0), [channel])
+            await authorize(self.state, sub.user_id, [channel])
             await hub.join(sub, [channel])
         except HTTPException as exc:
             return self.error(f"{channel}: {exc.detail}")
@@ -104,7 +88,8 @@ async def websocket_route(ws: WebSocket) -> None:
     state: AppState = ws.app.state.finrt
     await ws.accept()
     try:
-        principal = await _authenticate(state, ws)
+        credentials, _, _ = read_credentials(ws.scope)
+        principal = await authenticate_stream(state, credentials)
     except HTTPException as exc:
         # 1013 "try again later": the identity provider's keys could not be fetched (503).
         code = 4001 if exc.status_code == 401 else 1013
@@ -112,13 +97,13 @@ async def websocket_route(ws: WebSocket) -> None:
         return
     hub = state.hub
     try:
-        sub = hub.new_subscriber(principal.user_id, [], WS)
+        sub = hub.new_subscriber(principal.user_id, [], WEBSOCKET)
     except TooManyStreams as exc:
         await ws.close(code=4029, reason=str(exc)[:100])
         return
     # The hub writes every frame (events and our replies) through the raw ASGI send, in one
     # order; Starlette's wrapper is used for accept and receive only.
-    sub.send = ws._send
+    sub.send = raw_websocket_send(ws)
     sub.live = True
     session = WebSocketSession(state, ws, sub)
 

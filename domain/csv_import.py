@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 __all__ = [
     "CURRENCIES",
@@ -25,6 +26,7 @@ __all__ = [
     "CsvRejected",
     "FinancialRow",
     "ParseResult",
+    "RejectKind",
     "RowError",
     "parse_csv",
     "precheck_csv",
@@ -76,12 +78,19 @@ _SEPARATORS_RE = re.compile(r"[ _\-]+")
 _FORMULA_RE = re.compile(r" *(?:[=+@\t\r]|-[^0-9])", re.ASCII)
 
 
-class CsvRejected(ValueError):
-    """The whole file is refused; ``reason`` is a sentence meant for the uploader."""
+# Why a file was refused, for programs (an HTTP status, a metric); ``reason`` is for people.
+RejectKind = Literal["too_large", "not_text", "invalid"]
 
-    def __init__(self, reason: str) -> None:
+
+class CsvRejected(ValueError):
+    """The whole file is refused; ``reason`` is a sentence meant for the uploader, ``kind``
+    says which sort of problem it is: ``too_large`` (bytes or rows over a limit), ``not_text``
+    (not UTF-8 CSV text at all) or ``invalid`` (text, but not a CSV of this format)."""
+
+    def __init__(self, reason: str, kind: RejectKind = "invalid") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind: RejectKind = kind
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ def _read_records(
     records, never as a list of its lines (about 60 bytes each, whatever their length).
     """
     if len(data) > max_bytes:
-        raise CsvRejected(f"file is {len(data)} bytes; the limit is {max_bytes} bytes")
+        raise CsvRejected(f"file is {len(data)} bytes; the limit is {max_bytes} bytes", "too_large")
     text = _decode(data)
     records = _records(text, max_field_chars)
     header = next(records, None)
@@ -200,29 +209,34 @@ def _read_records(
 def _limited(records: Iterator[_Record], max_rows: int) -> Iterator[_Record]:
     for count, record in enumerate(records):
         if count >= max_rows:
-            raise CsvRejected(f"file has more than {max_rows} data rows")
+            raise CsvRejected(f"file has more than {max_rows} data rows", "too_large")
         yield record
 
 
 def _decode(data: bytes) -> str:
     for magic, kind in _BINARY_MAGIC:
         if data.startswith(magic):
-            raise CsvRejected(f"file looks like {kind}, not a CSV text file")
+            raise CsvRejected(f"file looks like {kind}, not a CSV text file", "not_text")
     # UTF-32's little-endian mark starts with UTF-16's: test it first.
     if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        raise CsvRejected("file looks like UTF-32 text, not UTF-8; export it as 'CSV UTF-8'")
+        raise CsvRejected(
+            "file looks like UTF-32 text, not UTF-8; export it as 'CSV UTF-8'", "not_text"
+        )
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise CsvRejected("file is UTF-16 text, not UTF-8; export it as 'CSV UTF-8'")
+        raise CsvRejected("file is UTF-16 text, not UTF-8; export it as 'CSV UTF-8'", "not_text")
     if b"\x00" in data:
         raise CsvRejected(
             "file contains NUL bytes: binary data, or UTF-16 or UTF-32 text without a "
-            "byte-order mark; a CSV must be UTF-8 text (export it as 'CSV UTF-8')"
+            "byte-order mark; a CSV must be UTF-8 text (export it as 'CSV UTF-8')",
+            "not_text",
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CsvRejected(
-            f"file is not UTF-8 text (invalid byte at offset {exc.start}); export it as 'CSV UTF-8'"
+            f"file is not UTF-8 text (invalid byte at offset {exc.start}); "
+            "export it as 'CSV UTF-8'",
+            "not_text",
         ) from None
     if not text.strip():
         raise CsvRejected("file is empty")

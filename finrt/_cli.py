@@ -115,7 +115,8 @@ async def print_history(
     print nothing and return it: the live follower then starts with the ``reset`` event."""
     import redis.asyncio as aioredis
 
-    from streams.envelope import InvalidEvent, check_channel, format_id, parse_id
+    from streams.channels import check_channel
+    from streams.envelope import InvalidEvent, format_id, parse_id
     from streams.history import PAGE, HistoryReader, plan_resume
 
     out = out or sys.stdout

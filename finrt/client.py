@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
-from streams.subscriber import encode_cursor
+from streams.transports import encode_cursor
 
 __all__ = [
     "AuthExpired",

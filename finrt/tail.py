@@ -11,7 +11,8 @@ import httpx
 from api.auth import issue_token
 from core.settings import Settings
 from finrt.client import astream
-from streams.envelope import InvalidEvent, check_channel, parse_id
+from streams.channels import check_channel
+from streams.envelope import InvalidEvent, parse_id
 
 # A minted token lasts this long; the stream's auth_expired brings a fresh one.
 TOKEN_TTL_SECONDS = 3600

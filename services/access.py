@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from models import File, FileMember, User
 from models.base import utcnow
+from streams import channels
+from streams.envelope import InvalidEvent
 
 
 class Forbidden(Exception):
@@ -63,10 +65,12 @@ def ensure_user(session: Session, user_id: str) -> None:
 
 
 def parse_file_id(raw: str) -> int:
-    # isascii: str.isdigit() also accepts "\u00b2" (int() refuses it) and Arabic-Indic digits.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    """The file a path or channel names; NotFound unless written canonically (``01`` is not
+    file 1: one file, one name)."""
+    file_id = channels.parse_file_id(raw)
+    if file_id is None:
         raise NotFound("no such file")
-    return int(raw)
+    return file_id
 
 
 def file_for_reader(session: Session, user_id: str, file_id: int) -> File:
@@ -86,12 +90,12 @@ def file_for_reader(session: Session, user_id: str, file_id: int) -> File:
 
 
 def check_channel(session: Session, user_id: str, channel: str) -> None:
-    kind, _, ident = channel.partition(":")
+    try:
+        kind, ident = channels.parse_channel(channel)
+    except InvalidEvent as exc:
+        raise NotFound("no such channel") from exc
     if kind == "user":
         if ident != user_id:
             raise Forbidden("another user's channel")
         return
-    if kind == "file":
-        file_for_reader(session, user_id, parse_file_id(ident))
-        return
-    raise NotFound("no such channel")
+    file_for_reader(session, user_id, parse_file_id(ident))

@@ -8,7 +8,6 @@ committed. Processing an upload is the worker's part (``workers/processing.py``)
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from decimal import Decimal
 from typing import Any, cast
@@ -33,6 +32,7 @@ from models.base import Base, utcnow
 from models.financial import FinancialDataRow
 from services.access import ensure_user
 from services.notifications import create_notification
+from streams.channels import USER_ID_RE, file_channel, user_channel
 
 __all__ = [
     "MAX_EVENT_POINTS",
@@ -56,18 +56,9 @@ __all__ = [
     "user_channel",
 ]
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 # Chart points and periods carried by one event (about 45 bytes each; events are capped at
 # FINRT_MAX_EVENT_BYTES, 64 KiB by default).
 MAX_EVENT_POINTS = 500
-
-
-def file_channel(file_id: int) -> str:
-    return f"file:{file_id}"
-
-
-def user_channel(user_id: str) -> str:
-    return f"user:{user_id}"
 
 
 def _iso(value: Any) -> str | None:

@@ -30,6 +30,7 @@ from services.notifications import (
     visible,
     with_counts,
 )
+from streams.channels import user_channel
 
 # Bulk changes publish their ids in events of at most this many (events have a size limit).
 IDS_PER_EVENT = 200
@@ -40,10 +41,6 @@ TICK_BATCH = 500
 
 class SnoozeOutOfBounds(ValueError):
     """A snooze time too soon, too far, or without a time zone."""
-
-
-def _channel(user_id: str) -> str:
-    return f"user:{user_id}"
 
 
 def _lock_in_order(session: Session, *where: Any) -> list[str]:
@@ -83,7 +80,7 @@ def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str
     figures = counts(session, user_id, now)
     if marked:
         data = with_counts(session, user_id, {"up_to": nid, "seen_at": iso(now), "count": marked})
-        enqueue(session, _channel(user_id), "notifications_seen", data)
+        enqueue(session, user_channel(user_id), "notifications_seen", data)
     return marked, figures
 
 
@@ -104,7 +101,10 @@ def archive(
     if changed:
         data = {"id": n.id, "ids": [n.id], "archived_at": iso(n.archived_at)}
         enqueue(
-            session, _channel(user_id), "notification_archived", with_counts(session, user_id, data)
+            session,
+            user_channel(user_id),
+            "notification_archived",
+            with_counts(session, user_id, data),
         )
     return n, figures
 
@@ -126,7 +126,7 @@ def unarchive(
     figures = counts(session, user_id, now)
     if changed:
         data = with_counts(session, user_id, to_public(n))
-        enqueue(session, _channel(user_id), "notification_unarchived", data)
+        enqueue(session, user_channel(user_id), "notification_unarchived", data)
     return n, figures
 
 
@@ -148,7 +148,7 @@ def archive_read(session: Session, user_id: str) -> tuple[int, dict[str, Any]]:
     for start in range(0, len(ids), IDS_PER_EVENT):
         chunk = ids[start : start + IDS_PER_EVENT]
         data = with_counts(session, user_id, {"ids": chunk, "archived_at": iso(now)})
-        enqueue(session, _channel(user_id), "notification_archived", data)
+        enqueue(session, user_channel(user_id), "notification_archived", data)
     return len(ids), figures
 
 
@@ -189,7 +189,10 @@ def snooze(
     if changed:
         data = {"id": n.id, "snoozed_until": iso(n.snoozed_until)}
         enqueue(
-            session, _channel(user_id), "notification_snoozed", with_counts(session, user_id, data)
+            session,
+            user_channel(user_id),
+            "notification_snoozed",
+            with_counts(session, user_id, data),
         )
     return n, figures
 
@@ -225,7 +228,7 @@ def wake_due(session: Session, now: datetime | None = None) -> list[str]:
             continue
         data = {**to_public(n), "woken_from_snooze": True}
         data["unread_count"] = counts(session, user_id, now)["unread"]
-        enqueue(session, _channel(user_id), "notification", data)
+        enqueue(session, user_channel(user_id), "notification", data)
         woken.append(nid)
     return woken
 
@@ -253,6 +256,6 @@ def announce_expired(session: Session, now: datetime | None = None) -> list[str]
         if rowcount(result) == 0:
             continue
         data = with_counts(session, user_id, {"id": nid})
-        enqueue(session, _channel(user_id), "notification_expired", data)
+        enqueue(session, user_channel(user_id), "notification_expired", data)
         announced.append(nid)
     return announced

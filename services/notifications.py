@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
 from models.outbox import enqueue
 from services.access import ensure_user
+from streams.channels import user_channel
 
 MAX_PAGE_SIZE = 100
 MAX_ACTIONS = 2
@@ -217,7 +218,7 @@ def create_notification(
         return existing
     payload = to_public(n)
     payload["unread_count"] = unread_count(session, user_id)
-    enqueue(session, f"user:{user_id}", "notification", payload)
+    enqueue(session, user_channel(user_id), "notification", payload)
     return n
 
 
@@ -369,7 +370,7 @@ def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Not
     count = unread_count(session, user_id, now)
     if changed:
         data = {"id": n.id, "read_at": iso(n.read_at), "unread_count": count}
-        enqueue(session, f"user:{user_id}", "notification_read", data)
+        enqueue(session, user_channel(user_id), "notification_read", data)
     return n, count
 
 
@@ -390,7 +391,7 @@ def dismiss(session: Session, user_id: str, notification_id: str) -> tuple[Notif
     count = unread_count(session, user_id, now)
     if changed:
         data = {"id": n.id, "unread_count": count}
-        enqueue(session, f"user:{user_id}", "notification_dismissed", data)
+        enqueue(session, user_channel(user_id), "notification_dismissed", data)
     return n, count
 
 
@@ -411,7 +412,7 @@ def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
     count = unread_count(session, user_id, now)
     if marked:
         data = {"count": marked, "unread_count": count}
-        enqueue(session, f"user:{user_id}", "notifications_read_all", data)
+        enqueue(session, user_channel(user_id), "notifications_read_all", data)
     return marked, count
 
 

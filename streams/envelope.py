@@ -1,4 +1,5 @@
-"""The event envelope and the rules for channel names, event types and event ids.
+"""The event envelope and the rules for event types and event ids (channel names:
+:mod:`streams.channels`).
 
 Envelope (identical on SSE, WebSocket, history and CLI output)::
 
@@ -17,7 +18,6 @@ from typing import Any
 
 import orjson
 
-CHANNEL_RE = re.compile(r"^(user|file):[A-Za-z0-9_.@-]{1,64}\Z")
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}\Z")
 ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
@@ -31,14 +31,6 @@ ZERO_ID: StreamId = (0, 0)
 
 class InvalidEvent(ValueError):
     """A channel, type, key, id or payload that the contract does not allow."""
-
-
-def check_channel(channel: str) -> str:
-    if not CHANNEL_RE.match(channel):
-        raise InvalidEvent(
-            "channel must be user:<id> or file:<id> (id: 1-64 of letters, digits, _.@-)"
-        )
-    return channel
 
 
 def check_type(event_type: str) -> str:

@@ -6,6 +6,10 @@ read) -> :meth:`Hub._on_message` (parse once, route by channel, skip duplicates)
 connection's queue as one chunk. Under load the flush waits a little (never more than
 ``coalesce_ms``) so that one write carries many events: per connection, the kernel ``write`` is
 the cost that dominates fan-out.
+
+The hub knows nothing of SSE or WebSocket: each connection's transport (streams/transports.py)
+frames what it is given. Reconnecting to Redis and filling the gaps it left is in
+streams/relink.py.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
+from streams._pubsub import SubscriberProtocol, encode_command
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import channel_from_pubsub, pubsub_channel
+from streams.keys import pubsub_channel
 from streams.metrics import DeliveryLag
-from streams.subscriber import PING, WS, Subscriber
+from streams.relink import RedisLink
+from streams.subscriber import Subscriber
+from streams.transports import Transport
 
 log = logging.getLogger("finrt.hub")
 
@@ -79,7 +85,7 @@ class Stats:
         self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
 
 
-class Hub:
+class Hub(RedisLink):
     def __init__(
         self,
         redis_url: str,
@@ -142,11 +148,13 @@ class Hub:
             asyncio.create_task(self._tick(), name="hub-tick"),
         ]
 
-    async def stop(self, final: bytes | None = None) -> None:
-        """Close every stream (each gets ``final``, e.g. a retry hint) and the Redis link."""
+    async def stop(self, retry_ms: int | None = None) -> None:
+        """Close every stream and the Redis link; with ``retry_ms``, each stream's last frame
+        asks its client to reconnect after that long (where its transport can say so)."""
         self._stopping = True
         for sub in list(self._subscribers):
-            sub.close("shutdown", final if sub.kind != WS else None)
+            final = None if retry_ms is None else sub.transport.farewell(retry_ms)
+            sub.close("shutdown", final)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -173,13 +181,13 @@ class Hub:
 
     # -- joining and leaving ------------------------------------------------------------------
 
-    def new_subscriber(self, user_id: str, channels: list[str], kind: int) -> Subscriber:
+    def new_subscriber(self, user_id: str, channels: list[str], transport: Transport) -> Subscriber:
         """Register a connection (counts against the user's stream limit)."""
         if self._per_user[user_id] >= self.max_streams_per_user:
             raise TooManyStreams(
                 f"at most {self.max_streams_per_user} open streams per user on this server"
             )
-        sub = Subscriber(user_id, channels, kind, self.client_buffer)
+        sub = Subscriber(user_id, channels, transport, self.client_buffer)
         sub.on_finish = self._on_finish
         self._per_user[user_id] += 1
         self._subscribers.add(sub)
@@ -301,16 +309,16 @@ class Hub:
         sub: Subscriber,
         plans: list[tuple[str, Bounds, ResumePlan]],
         *,
-        preamble: bool = False,
         announce: bool = False,
     ) -> None:
         """Bring a prepared subscriber to live: resets, then history page by page (awaiting
-        the socket), then what was held meanwhile minus duplicates. With ``preamble`` (SSE) the
-        stream first gets its retry hint and, with ``announce``, its starting position, so
-        that a client that gave none can reconnect without missing anything."""
+        the socket), then what was held meanwhile minus duplicates. First comes the transport's
+        preamble (SSE: the retry hint and, with ``announce``, the starting position, so that a
+        client that gave none can reconnect without missing anything)."""
         assert sub.send is not None
-        if preamble:
-            await sub.write_now([self.preamble(sub, announce)])
+        preamble = sub.transport.preamble(self.retry_ms, sub.cursor() if announce else None)
+        if preamble is not None:
+            await sub.write_now([preamble])
         for name, bounds, plan in plans:
             if plan.reset is not None:
                 self.stats.resets += 1
@@ -332,14 +340,6 @@ class Hub:
         sub.go_live()
         self.mark(sub)
 
-    def preamble(self, sub: Subscriber, announce_position: bool) -> bytes:
-        """The first bytes of an SSE stream: the reconnect hint and, for a client that gave
-        no position, the position it starts at (so its reconnect misses nothing)."""
-        lines = [b"retry: %d\n" % self.retry_ms]
-        if announce_position:
-            lines.append(b"id: " + sub.cursor().encode() + b"\n")
-        return b"".join(lines) + b"\n"
-
     def _reset_frame(self, sub: Subscriber, channel: str, reason: str) -> bytes:
         cursor = sub.cursor()
         envelope = control_envelope(
@@ -348,9 +348,7 @@ class Hub:
             cursor,
             {"reason": reason, "position": format_id(sub.positions[channel])},
         )
-        if sub.kind == WS:
-            return envelope
-        return b"id: " + cursor.encode() + b"\nevent: reset\ndata: " + envelope + b"\n\n"
+        return sub.transport.control("reset", envelope, cursor)
 
     def control_frame(self, sub: Subscriber, event_type: str, data: dict[str, Any]) -> bytes:
         """A control event for one connection that leaves its position unchanged."""
@@ -358,9 +356,7 @@ class Hub:
         envelope = control_envelope(
             event_type, channels[0] if len(channels) == 1 else None, sub.cursor(), data
         )
-        if sub.kind == WS:
-            return envelope
-        return b"event: " + event_type.encode() + b"\ndata: " + envelope + b"\n\n"
+        return sub.transport.control(event_type, envelope, None)
 
     def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
         sub.positions[channel] = position
@@ -439,99 +435,6 @@ class Hub:
         self._last_flush_end = end
         self._last_flush_cost = end - started
 
-    # -- the Redis link ------------------------------------------------------------------------
-
-    def _on_confirm(self, kind: bytes, name: bytes) -> None:
-        if kind != b"subscribe":
-            return
-        ch = self._channels.get(channel_from_pubsub(self.prefix, name.decode()))
-        if ch is None:
-            return
-        ch.pending_subs -= 1
-        if ch.pending_subs <= 0:
-            ch.pending_subs = 0
-            if not ch.ready.done():
-                ch.ready.set_result(None)
-
-    async def _keep_connected(self) -> None:
-        delay = 0.05
-        first = True
-        while not self._stopping:
-            try:
-                conn = await open_subscriber(
-                    self.redis_url, self._on_message, self._on_confirm, self._on_batch_end
-                )
-            except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
-                log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            self._conn = conn
-            if not first:
-                self.stats.reconnects += 1
-                log.info("Redis pub/sub reconnected; filling gaps from history")
-            await self._resubscribe_all(conn, refill=not first)
-            first = False
-            self._connected.set()
-            await conn.lost
-            self._connected.clear()
-            self._conn = None
-            if not self._stopping:
-                log.warning("Redis pub/sub connection lost; reconnecting")
-                for ch in self._channels.values():
-                    if ch.ready.done():
-                        ch.ready = asyncio.get_running_loop().create_future()
-                    ch.pending_subs = 0
-                    ch.head = None  # Redis may come back without its history
-
-    async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
-        names = list(self._channels)
-        if not names:
-            return
-        for name in names:
-            ch = self._channels[name]
-            ch.pending_subs += 1
-            ch.filling = refill
-        conn.write(encode_command("SUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names)))
-        if refill:
-            self._tasks.append(asyncio.create_task(self._refill(names)))
-
-    async def _refill(self, names: list[str]) -> None:
-        """After a reconnect: deliver what was published while the link was down."""
-        for name in names:
-            ch = self._channels.get(name)
-            if ch is None or not ch.filling:
-                continue
-            try:
-                await ch.ready
-                await self._refill_channel(name, ch)
-            except Exception:
-                log.exception("refilling %s from history failed", name)
-            finally:
-                ch.filling = False
-                held, ch.held = ch.held, []
-                for event in held:
-                    self._deliver(ch, event)
-                self._schedule_flush()
-
-    async def _refill_channel(self, name: str, ch: _Channel) -> None:
-        live = [sub.positions[name] for sub in ch.subscribers if sub.live]
-        if not live:
-            return
-        start = min(live)
-        bounds = await self.history.bounds(name)
-        plan = plan_resume(start, bounds)
-        if plan.reset is not None:
-            ch.last = plan.position
-            for sub in list(ch.subscribers):
-                if sub.live:
-                    self.reset(sub, name, plan.reset, plan.position)
-            return
-        events = await self.history.read_range(name, start, bounds.head)
-        for event in events:
-            self._deliver(ch, event)
-
     async def _tick(self) -> None:
         """Once per ping interval: keep-alive comments, and unsubscribe channels left idle."""
         interval = min(self.ping_seconds, self.linger)
@@ -542,8 +445,9 @@ class Hub:
             if now >= next_ping:
                 next_ping = now + self.ping_seconds
                 for sub in self._subscribers:
-                    if sub.live and sub.kind != WS and not sub.pending:
-                        sub.queue_raw(PING)
+                    ping = sub.transport.ping
+                    if ping is not None and sub.live and not sub.pending:
+                        sub.queue_raw(ping)
                         self._dirty.add(sub)
                 self._schedule_flush()
             idle = [

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from streams.subscriber import WS
+from streams.channels import channel_kind
 
 if TYPE_CHECKING:
     from streams.envelope import Event
@@ -76,9 +76,9 @@ def connections_by_kind(hub: Hub) -> dict[tuple[str, str], int]:
     not subscribed yet). The counts add up to the open streams."""
     counts: dict[tuple[str, str], int] = {}
     for sub in hub.subscribers():  # a scrape walks them once; nothing is kept per connection
-        kinds = {name.partition(":")[0] for name in sub.positions}
+        kinds = {channel_kind(name) for name in sub.positions}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
-        key = ("websocket" if sub.kind == WS else "sse", kind)
+        key = (sub.transport.label, kind)
         counts[key] = counts.get(key, 0) + 1
     return counts
 

@@ -16,10 +16,10 @@ import redis
 import redis.asyncio as aioredis
 
 from core.settings import get_settings
+from streams.channels import check_channel
 from streams.envelope import (
     KEY_RE,
     InvalidEvent,
-    check_channel,
     check_type,
     envelope_tail,
     utc_now_iso,

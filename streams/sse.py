@@ -57,7 +57,7 @@ class HubEventSourceResponse(EventSourceResponse):
                 return
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             sub.send = send
-            await hub.catch_up(sub, self.plans, preamble=True, announce=self.announce)
+            await hub.catch_up(sub, self.plans, announce=self.announce)
             if self.expires_at is not None:
                 delay = max(0.0, self.expires_at - time.time())
                 sub.expire_handle = asyncio.get_running_loop().call_later(delay, self._expire)

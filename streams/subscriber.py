@@ -1,63 +1,22 @@
-"""One connection's state in the hub: where it is in each channel, what waits to be written,
-and how it is written (SSE bytes or WebSocket text frames).
+"""One connection's state in the hub: where it is in each channel and what waits to be written.
+
+How it is written (SSE bytes or WebSocket text frames) is its transport's business
+(streams/transports.py).
 
 Kept small on purpose (``__slots__``, no task of its own): a process holds thousands.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-from sse_starlette.event import ServerSentEvent
-
 from streams import _drive
-from streams.envelope import Event, InvalidEvent, StreamId, format_id, parse_id
+from streams.envelope import Event, StreamId
+from streams.transports import PING, Item, Transport
 
 # An ASGI send; under uvicorn it is a coroutine function (see _drive).
 Send = Callable[[Any], Any]
-
-SSE, SSE_MULTI, WS = 0, 1, 2
-PING = b": ping\n\n"
-
-
-def sse_frame(event: Event) -> bytes:
-    """An event's SSE bytes for a single-channel stream, built once and shared."""
-    frame = event.sse
-    if frame is None:
-        frame = event.sse = ServerSentEvent(
-            event.envelope.decode(), event=event.type, id=event.id, sep="\n"
-        ).encode()
-    return frame
-
-
-def sse_body(event: Event) -> bytes:
-    """The ``event:`` and ``data:`` lines, for streams that prefix their own ``id:``."""
-    body = event.sse_body
-    if body is None:
-        body = event.sse_body = ServerSentEvent(
-            event.envelope.decode(), event=event.type, sep="\n"
-        ).encode()
-    return body
-
-
-def encode_cursor(positions: dict[str, StreamId]) -> str:
-    """The multi-channel stream's SSE id: every channel's position, opaque to clients."""
-    raw = orjson.dumps({ch: format_id(sid) for ch, sid in positions.items()})
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> dict[str, StreamId]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        doc = orjson.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError
-        return {str(ch): parse_id(str(value)) for ch, value in doc.items()}
-    except (ValueError, InvalidEvent, orjson.JSONDecodeError) as exc:
-        raise InvalidEvent("Last-Event-ID is not a cursor of this stream") from exc
 
 
 class Subscriber:
@@ -76,26 +35,25 @@ class Subscriber:
         "expire_handle",
         "finished",
         "held",
-        "kind",
         "limit",
         "live",
         "on_finish",
         "pending",
         "positions",
         "send",
+        "transport",
         "user_id",
         "written",
     )
 
-    def __init__(self, user_id: str, channels: list[str], kind: int, limit: int) -> None:
+    def __init__(self, user_id: str, channels: list[str], transport: Transport, limit: int) -> None:
         self.user_id = user_id
-        self.kind = kind
+        self.transport = transport
         self.limit = limit
         self.positions: dict[str, StreamId] = dict.fromkeys(channels, (0, 0))
-        self.written: dict[str, StreamId] | None = (
-            dict(self.positions) if kind == SSE_MULTI else None
-        )
-        self.pending: list[Event | bytes] = []
+        # Per channel, the newest id written (multi-channel cursors stamp each event with it).
+        self.written: dict[str, StreamId] | None = dict(self.positions) if transport.multi else None
+        self.pending: list[Item] = []
         self.held: list[Event] = []
         self.live = False
         self.draining = False
@@ -142,7 +100,7 @@ class Subscriber:
     def _shed(self) -> None:
         # Conflation: a newer event with the same key supersedes an older one.
         seen: set[tuple[str, str]] = set()
-        kept: list[Event | bytes] = []
+        kept: list[Item] = []
         for item in reversed(self.pending):
             if isinstance(item, Event) and item.key is not None:
                 mark = (item.channel, item.key)
@@ -183,60 +141,24 @@ class Subscriber:
         if not items and not closing:
             return
         self.pending = []
-        messages = self.messages(items)
+        messages = self.transport.messages(self, items)
         if closing:
-            if self.kind == WS:
-                code = 4001 if self.closing == "auth_expired" else 1000
-                messages.append({"type": "websocket.close", "code": code})
-            elif messages:
-                messages[-1]["more_body"] = False
-            else:
-                messages.append({"type": "http.response.body", "body": b"", "more_body": False})
+            assert self.closing is not None
+            self.transport.close(self.closing, messages)
         send = self.send
         coro = send(messages[0]) if len(messages) == 1 else _drive.send_all(send, messages)
         self.draining = True
         self._task = _drive.drive(coro, self._finish if closing else self._sent)
 
-    def messages(self, items: list[Event | bytes]) -> list[dict[str, Any]]:
-        """The ASGI messages that write ``items``: one SSE chunk, or one frame per event."""
-        if self.kind == WS:
-            return [
-                {
-                    "type": "websocket.send",
-                    "text": (i.envelope if isinstance(i, Event) else i).decode(),
-                }
-                for i in items
-                if i is not PING
-            ]
-        if not items:
-            return []
-        return [{"type": "http.response.body", "body": self._sse_chunk(items), "more_body": True}]
-
-    async def write_now(self, items: list[Event | bytes]) -> None:
+    async def write_now(self, items: list[Item]) -> None:
         """Write from the connection's own task, waiting for the socket (used for catch-up)."""
         assert self.send is not None
-        for message in self.messages(items):
+        for message in self.transport.messages(self, items):
             await self.send(message)
-
-    def _sse_chunk(self, items: list[Event | bytes]) -> bytes:
-        if self.kind == SSE:
-            return b"".join(sse_frame(i) if isinstance(i, Event) else i for i in items)
-        written = self.written
-        assert written is not None
-        parts = []
-        for i in items:
-            if isinstance(i, Event):
-                written[i.channel] = i.sid
-                parts.append(b"id: " + encode_cursor(written).encode() + b"\n" + sse_body(i))
-            else:
-                parts.append(i)
-        return b"".join(parts)
 
     def cursor(self) -> str:
         """What this connection's client would send back as Last-Event-ID right now."""
-        if self.kind == SSE_MULTI:
-            return encode_cursor(self.positions)
-        return format_id(next(iter(self.positions.values())))
+        return self.transport.cursor(self.positions)
 
     def _sent(self, error: BaseException | None) -> None:
         self.draining = False

@@ -120,10 +120,25 @@ def _drop_redis_keys(url: str, prefix: str) -> None:
         client.close()
 
 
+# The pure core (no server, Redis or database): every test in these folders is marked
+# ``fast``; ``make test-fast`` runs just them.
+PURE = ("fast", "domain")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(root).parts
+        if parts and parts[0] in PURE:
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _session_resources() -> Iterator[None]:
+def _session_resources(request: pytest.FixtureRequest) -> Iterator[None]:
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    _prepare_database()
+    # A run of pure tests alone needs no database.
+    if not all(item.get_closest_marker("fast") for item in request.session.items):
+        _prepare_database()
     yield
     _drop_redis_keys(REDIS_URL, PREFIX)
     _drop_database()

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from streams.channels import file_channel, user_channel
 from streams.envelope import InvalidEvent
 
 log = logging.getLogger("finrt.workers.progress")
@@ -65,7 +66,7 @@ class FileProgress(_Reporter):
             return
         percent = 100 if total == 0 else done * 100 // total
         data = {"status": "processing", "processed": done, "total": total, "percent": percent}
-        self._send(f"file:{self.file_id}", "file_processing", data, "file_processing")
+        self._send(file_channel(self.file_id), "file_processing", data, "file_processing")
         job = {
             "job_id": self.job_id,
             "kind": "process_file",
@@ -73,7 +74,7 @@ class FileProgress(_Reporter):
             "status": "running",
             "percent": percent,
         }
-        self._send(f"user:{self.owner_id}", "job_progress", job, f"job:{self.job_id}")
+        self._send(user_channel(self.owner_id), "job_progress", job, f"job:{self.job_id}")
 
 
 class ReportProgress(_Reporter):
@@ -90,5 +91,5 @@ class ReportProgress(_Reporter):
             return
         data = self.event | {"status": "running", "percent": percent}
         key = f"report:{data['report_id']}"
-        self._send(f"file:{data['file_id']}", "report_status", data, key)
-        self._send(f"user:{self.user_id}", "report_status", data, key)
+        self._send(file_channel(data["file_id"]), "report_status", data, key)
+        self._send(user_channel(self.user_id), "report_status", data, key)

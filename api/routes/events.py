@@ -14,7 +14,8 @@ from api.deps import BearerToken, CurrentUser, StateDep
 from api.errors import BAD_CHANNEL, bad_request, forbidden
 from api.limits import rate_limited_response
 from api.routes.streams import authorize
-from streams.envelope import InvalidEvent, check_channel, control_envelope, format_id, parse_id
+from streams.channels import check_channel
+from streams.envelope import InvalidEvent, control_envelope, format_id, parse_id
 from streams.history import plan_resume
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -74,7 +75,7 @@ async def list_events(
     When history no longer reaches back to ``after`` the first event is ``reset``.
     """
     channel = _channel(channel)
-    await authorize(state, principal, [channel])
+    await authorize(state, principal.user_id, [channel])
     hub = state.hub
     events: list[bytes] = []
     try:

@@ -33,7 +33,6 @@ router = APIRouter(prefix="/api/v1", tags=["files"])
 FileIdPath = Annotated[str, Path(max_length=20, description="the file's id")]
 # Multipart boundaries and part headers around the file itself.
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
-_NOT_CSV_TEXT = ("file looks like", "file is UTF-16", "file contains NUL", "file is not UTF-8")
 
 
 class FileAccepted(BaseModel):
@@ -140,15 +139,11 @@ def owner_file(session: Session, user_id: str, raw_id: str, action: str) -> File
 # -- upload ----------------------------------------------------------------------------------
 
 
+_REFUSAL_STATUS = {"too_large": 413, "not_text": 415, "invalid": 422}
+
+
 def _refusal(exc: CsvRejected) -> HTTPException:
-    reason = exc.reason
-    if reason.startswith(_NOT_CSV_TEXT):
-        return HTTPException(415, reason)
-    if (reason.startswith("file is ") and "bytes; the limit is" in reason) or reason.startswith(
-        "file has more than"
-    ):
-        return HTTPException(413, reason)
-    return HTTPException(422, reason)
+    return HTTPException(_REFUSAL_STATUS[exc.kind], exc.reason)
 
 
 async def _read_upload(request: Request, s: Settings) -> tuple[str, bytes]:

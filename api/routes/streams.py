@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from api.auth import Principal
-from api.deps import CurrentUser, LastEventId, StateDep, StreamUser
+from api.deps import CurrentUser, StateDep, authenticate_stream
 from api.errors import bad_request, forbidden, not_found
 from api.state import AppState
+from api.stream_request import StreamRequest, openapi_parameters, parse_stream_request
 from api.tickets import issue_ticket
 from models import session_scope
-from services.access import Forbidden, NotFound, check_channel, parse_file_id
+from services.access import Forbidden, NotFound, check_channel
 from streams.envelope import InvalidEvent, StreamId, parse_id
-from streams.envelope import check_channel as valid_channel
 from streams.hub import HubUnavailable, TooManyStreams
 from streams.sse import HubEventSourceResponse
-from streams.subscriber import SSE, SSE_MULTI, decode_cursor
+from streams.transports import SSE, SSE_MULTI, decode_cursor
 
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 
@@ -31,20 +28,21 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"description": "missing, bad or expired token"},
     403: {"description": "a channel the user may not read"},
     404: {"description": "unknown file"},
+    422: {"description": "a token, ticket or Last-Event-ID longer than its limit"},
     429: {"description": "too many open streams for this user"},
 }
 
 
-async def authorize(state: AppState, principal: Principal, channels: list[str]) -> None:
-    """403/404 unless ``principal`` may read every channel (grants are cached briefly)."""
-    todo = [c for c in channels if not state.access.granted(principal.user_id, c)]
+async def authorize(state: AppState, user_id: str, channels: list[str]) -> None:
+    """403/404 unless ``user_id`` may read every channel (grants are cached briefly)."""
+    todo = [c for c in channels if not state.access.granted(user_id, c)]
     if not todo:
         return
 
     def _check() -> None:
         with session_scope(state.settings.database_url) as session:
             for channel in todo:
-                check_channel(session, principal.user_id, channel)
+                check_channel(session, user_id, channel)
 
     try:
         await run_in_threadpool(_check)
@@ -53,7 +51,7 @@ async def authorize(state: AppState, principal: Principal, channels: list[str]) 
     except NotFound as exc:
         raise not_found(str(exc)) from exc
     for channel in todo:
-        state.access.grant(principal.user_id, channel)
+        state.access.grant(user_id, channel)
 
 
 def _positions(channels: list[str], raw: str | None, multi: bool) -> dict[str, StreamId | None]:
@@ -71,19 +69,16 @@ def _positions(channels: list[str], raw: str | None, multi: bool) -> dict[str, S
     return last
 
 
-async def open_stream(
-    state: AppState,
-    principal: Principal,
-    channels: list[str],
-    last_event_id: str | None,
-    *,
-    multi: bool,
-) -> Response:
-    await authorize(state, principal, channels)
-    last = _positions(channels, last_event_id, multi)
+async def open_stream(state: AppState, request: StreamRequest) -> Response:
+    """Authenticate, check access, fix the starting positions and join the hub: the one way
+    a stream opens, whether the front door or a route received the request."""
+    principal = await authenticate_stream(state, request.credentials)
+    channels = request.channels(principal.user_id, state.settings.max_channels_per_stream)
+    await authorize(state, principal.user_id, channels)
+    last = _positions(channels, request.last_event_id, request.multi)
     hub = state.hub
     try:
-        sub = hub.new_subscriber(principal.user_id, channels, SSE_MULTI if multi else SSE)
+        sub = hub.new_subscriber(principal.user_id, channels, SSE_MULTI if request.multi else SSE)
     except TooManyStreams as exc:
         return JSONResponse({"detail": str(exc)}, status_code=429)
     try:
@@ -104,56 +99,45 @@ async def open_stream(
     )
 
 
-@router.get("/stream/notifications", responses=STREAM_RESPONSES, response_class=Response)
-async def stream_notifications(
-    state: StateDep, principal: StreamUser, last_event_id: LastEventId
-) -> Response:
+async def _serve(request: Request) -> Response:
+    # Behind the front door (`finrt api`) no stream request gets here; without it (the app
+    # from create_app() alone) every one does, and is read by the same parser.
+    parsed = parse_stream_request(request.scope)
+    assert parsed is not None
+    return await open_stream(request.app.state.finrt, parsed)
+
+
+@router.get(
+    "/stream/notifications",
+    responses=STREAM_RESPONSES,
+    response_class=Response,
+    openapi_extra=openapi_parameters("notifications"),
+)
+async def stream_notifications(request: Request) -> Response:
     """Stream the caller's notifications and job events (channel ``user:{sub}``)."""
-    return await open_stream(
-        state, principal, [f"user:{principal.user_id}"], last_event_id, multi=False
-    )
+    return await _serve(request)
 
 
-@router.get("/stream/files/{file_id}", responses=STREAM_RESPONSES, response_class=Response)
-async def stream_file(
-    file_id: str, state: StateDep, principal: StreamUser, last_event_id: LastEventId
-) -> Response:
+@router.get(
+    "/stream/files/{file_id}",
+    responses=STREAM_RESPONSES,
+    response_class=Response,
+    openapi_extra=openapi_parameters("file"),
+)
+async def stream_file(file_id: str, request: Request) -> Response:
     """Stream one file's dashboard events (channel ``file:{file_id}``)."""
-    return await open_stream(state, principal, file_channels(file_id), last_event_id, multi=False)
+    return await _serve(request)
 
 
-@router.get("/stream", responses=STREAM_RESPONSES, response_class=Response)
-async def stream_many(
-    state: StateDep,
-    principal: StreamUser,
-    last_event_id: LastEventId,
-    channel: Annotated[list[str], Query(min_length=1, description="channels, e.g. user:alice")],
-) -> Response:
+@router.get(
+    "/stream",
+    responses=STREAM_RESPONSES,
+    response_class=Response,
+    openapi_extra=openapi_parameters("many"),
+)
+async def stream_many(request: Request) -> Response:
     """Stream several channels on one connection; the SSE id is a cursor over all of them."""
-    channels = many_channels(channel, state.settings.max_channels_per_stream)
-    return await open_stream(state, principal, channels, last_event_id, multi=True)
-
-
-def file_channels(file_id: str) -> list[str]:
-    try:
-        parse_file_id(file_id)
-    except NotFound as exc:
-        raise not_found(str(exc)) from exc
-    return [f"file:{file_id}"]
-
-
-def many_channels(requested: list[str], limit: int) -> list[str]:
-    channels = list(dict.fromkeys(requested))
-    if not channels:
-        raise bad_request("name at least one channel")
-    if len(channels) > limit:
-        raise bad_request(f"at most {limit} channels per stream")
-    for name in channels:
-        try:
-            valid_channel(name)
-        except InvalidEvent as exc:
-            raise bad_request(str(exc)) from exc
-    return channels
+    return await _serve(request)
 
 
 class TicketPublic(BaseModel):

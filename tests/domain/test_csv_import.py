@@ -297,3 +297,24 @@ def test_every_non_blank_line_is_a_row_or_an_error(lines: list[str]) -> None:
     assert len(result.rows) + len(result.errors) == len(data_lines) == result.total_lines
     assert {e.line for e in result.errors} <= set(data_lines)
     assert all(len(e.raw) <= 120 for e in result.errors)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (make_csv("2026-01,income,revenue,1,USD") * 40, "too_large"),
+        (make_csv(*["2026-01,income,revenue,1,USD"] * 3), "too_large"),
+        (b"%PDF-1.7 ...", "not_text"),
+        ("\ufeffperiod".encode("utf-16"), "not_text"),
+        (b"period\x00,statement", "not_text"),
+        (b"\xff\xfe\x00\x00p\x00\x00\x00", "not_text"),
+        (b"caf\xe9,1\n", "not_text"),
+        (b"", "invalid"),
+        (b"date,amount\n2026-01,1\n", "invalid"),
+    ],
+)
+def test_a_refusal_names_its_kind(data: bytes, kind: str) -> None:
+    # The upload route answers 413, 415 or 422 from the kind alone, never from the wording.
+    with pytest.raises(CsvRejected) as caught:
+        precheck_csv(data, max_rows=2, max_bytes=1000)
+    assert caught.value.kind == kind, caught.value.reason

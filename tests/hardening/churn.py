@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import orjson
 
 from streams.envelope import StreamId, parse_id
-from streams.subscriber import decode_cursor
+from streams.transports import decode_cursor
 
 Id = StreamId
 

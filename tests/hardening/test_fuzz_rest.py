@@ -27,7 +27,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import Failure, FailureGroup
 
-from streams.envelope import CHANNEL_RE
+from streams.channels import CHANNEL_RE
 from tests.hardening import figures
 from tests.support import make_token
 

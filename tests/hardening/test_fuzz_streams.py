@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from streams.envelope import CHANNEL_RE
+from streams.channels import CHANNEL_RE
 from tests.hardening import figures
 
 pytestmark = pytest.mark.hardening

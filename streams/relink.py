@@ -1,0 +1,143 @@
+"""The hub's Redis link: keep one pub/sub connection, resubscribe after a reconnect, and fill
+each channel's gap from history (what was published while the link was down).
+
+Part of :class:`streams.hub.Hub` (a base class of it, for size: one concern per module); it
+works on the hub's channels and delivers through the hub's own fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
+from streams.history import plan_resume
+from streams.keys import channel_from_pubsub, pubsub_channel
+
+if TYPE_CHECKING:
+    from streams.envelope import Event, StreamId
+    from streams.history import HistoryReader
+    from streams.hub import Stats, _Channel
+    from streams.subscriber import Subscriber
+
+log = logging.getLogger("finrt.hub")
+
+
+class RedisLink:
+    # The hub's state and fan-out this part works with (defined by Hub).
+    redis_url: str
+    prefix: str
+    history: HistoryReader
+    stats: Stats
+    _channels: dict[str, _Channel]
+    _conn: SubscriberProtocol | None
+    _connected: asyncio.Event
+    _tasks: list[asyncio.Task[None]]
+    _stopping: bool
+
+    def _on_message(self, name: bytes, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_batch_end(self) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, ch: _Channel, event: Event) -> None:
+        raise NotImplementedError
+
+    def _schedule_flush(self) -> None:
+        raise NotImplementedError
+
+    def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
+        raise NotImplementedError
+
+    def _on_confirm(self, kind: bytes, name: bytes) -> None:
+        if kind != b"subscribe":
+            return
+        ch = self._channels.get(channel_from_pubsub(self.prefix, name.decode()))
+        if ch is None:
+            return
+        ch.pending_subs -= 1
+        if ch.pending_subs <= 0:
+            ch.pending_subs = 0
+            if not ch.ready.done():
+                ch.ready.set_result(None)
+
+    async def _keep_connected(self) -> None:
+        delay = 0.05
+        first = True
+        while not self._stopping:
+            try:
+                conn = await open_subscriber(
+                    self.redis_url, self._on_message, self._on_confirm, self._on_batch_end
+                )
+            except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
+                log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            self._conn = conn
+            if not first:
+                self.stats.reconnects += 1
+                log.info("Redis pub/sub reconnected; filling gaps from history")
+            await self._resubscribe_all(conn, refill=not first)
+            first = False
+            self._connected.set()
+            await conn.lost
+            self._connected.clear()
+            self._conn = None
+            if not self._stopping:
+                log.warning("Redis pub/sub connection lost; reconnecting")
+                for ch in self._channels.values():
+                    if ch.ready.done():
+                        ch.ready = asyncio.get_running_loop().create_future()
+                    ch.pending_subs = 0
+                    ch.head = None  # Redis may come back without its history
+
+    async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
+        names = list(self._channels)
+        if not names:
+            return
+        for name in names:
+            ch = self._channels[name]
+            ch.pending_subs += 1
+            ch.filling = refill
+        conn.write(encode_command("SUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names)))
+        if refill:
+            self._tasks.append(asyncio.create_task(self._refill(names)))
+
+    async def _refill(self, names: list[str]) -> None:
+        """After a reconnect: deliver what was published while the link was down."""
+        for name in names:
+            ch = self._channels.get(name)
+            if ch is None or not ch.filling:
+                continue
+            try:
+                await ch.ready
+                await self._refill_channel(name, ch)
+            except Exception:
+                log.exception("refilling %s from history failed", name)
+            finally:
+                ch.filling = False
+                held, ch.held = ch.held, []
+                for event in held:
+                    self._deliver(ch, event)
+                self._schedule_flush()
+
+    async def _refill_channel(self, name: str, ch: _Channel) -> None:
+        live = [sub.positions[name] for sub in ch.subscribers if sub.live]
+        if not live:
+            return
+        start = min(live)
+        bounds = await self.history.bounds(name)
+        plan = plan_resume(start, bounds)
+        if plan.reset is not None:
+            ch.last = plan.position
+            for sub in list(ch.subscribers):
+                if sub.live:
+                    self.reset(sub, name, plan.reset, plan.position)
+            return
+        events = await self.history.read_range(name, start, bounds.head)
+        for event in events:
+            self._deliver(ch, event)
