@@ -72,11 +72,13 @@ class Stats:
         "resets",
         "resumes",
         "slow_closed",
+        "unresponsive",
     )
 
     def __init__(self) -> None:
         self.events_in = self.deliveries = self.flushes = 0
         self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
+        self.unresponsive = 0  # links dropped for not answering a PING in time
 
 
 class Hub:
@@ -94,6 +96,7 @@ class Hub:
         coalesce_ms: float = 20.0,
         max_streams_per_user: int = 20,
         linger_seconds: float = 5.0,
+        redis_health_seconds: float = 5.0,
     ) -> None:
         self.redis_url, self.prefix, self.client = redis_url, prefix, client
         self.history = HistoryReader(
@@ -105,6 +108,7 @@ class Hub:
         self.max_coalesce = coalesce_ms / 1000
         self.max_streams_per_user = max_streams_per_user
         self.linger = linger_seconds
+        self.redis_health_seconds = redis_health_seconds
         self.stats = Stats()
         self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
@@ -130,6 +134,7 @@ class Hub:
             "retry_ms": settings.retry_ms,
             "coalesce_ms": settings.coalesce_ms,
             "max_streams_per_user": settings.max_streams_per_user,
+            "redis_health_seconds": settings.redis_health_seconds,
         }
         options.update(overrides)
         return cls(settings.redis_url, settings.redis_prefix, client, **options)
@@ -459,7 +464,11 @@ class Hub:
         while not self._stopping:
             try:
                 conn = await open_subscriber(
-                    self.redis_url, self._on_message, self._on_confirm, self._on_batch_end
+                    self.redis_url,
+                    self._on_message,
+                    self._on_confirm,
+                    self._on_batch_end,
+                    health_seconds=self.redis_health_seconds,
                 )
             except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
                 log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
@@ -477,6 +486,8 @@ class Hub:
             await conn.lost
             self._connected.clear()
             self._conn = None
+            if conn.unresponsive:
+                self.stats.unresponsive += 1
             if not self._stopping:
                 log.warning("Redis pub/sub connection lost; reconnecting")
                 for ch in self._channels.values():
