@@ -158,7 +158,7 @@ async def test_a_silently_dead_link_is_detected_reconnected_and_reported(start_a
             proxy.silence_hub_links()
             during = publisher.publish(channel, "job_progress", {"n": 3})
             await _until(lambda: _ready(api.url)[0] == 503, what="readyz 503")
-            status, body = _ready(api.url)
+            _, body = _ready(api.url)
             assert body["checks"]["redis"] == "pub/sub link down"
             assert value(scrape(api.url), "finrt_redis_pubsub_connected") == 0
             await stream.no_event(0.5)
