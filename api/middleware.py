@@ -7,11 +7,12 @@ of every stream and hide the socket's flow control from the hub.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.logs import request_id
+from core.logs import request_id, request_started
 
 
 class RequestIdMiddleware:
@@ -29,6 +30,7 @@ class RequestIdMiddleware:
                 break
         rid = rid or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
+        started = request_started.set(time.monotonic())
         header = (b"x-request-id", rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -40,3 +42,4 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+            request_started.reset(started)
