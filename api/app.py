@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import ws
 from api.front import StreamFrontDoor
+from api.http_metrics import HttpStats
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    app.add_middleware(RequestIdMiddleware)
+    app.state.http_stats = HttpStats()
+    app.add_middleware(RequestIdMiddleware, stats=app.state.http_stats)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(streams.router)

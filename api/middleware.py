@@ -12,12 +12,14 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http_metrics import HttpStats
 from core.logs import request_id, request_started
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, stats: HttpStats | None = None) -> None:
         self.app = app
+        self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -30,12 +32,19 @@ class RequestIdMiddleware:
                 break
         rid = rid or uuid.uuid4().hex[:16]
         token = request_id.set(rid)
-        started = request_started.set(time.monotonic())
+        began = time.monotonic()
+        started = request_started.set(began)
         header = (b"x-request-id", rid.encode("latin-1"))
+        stats = self.stats if scope["type"] == "http" else None
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), header]
+                if stats is not None:
+                    route = getattr(scope.get("route"), "path", None) or "other"
+                    stats.observe(
+                        scope["method"], route, message["status"], time.monotonic() - began
+                    )
             await send(message)
 
         try:
