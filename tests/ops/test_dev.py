@@ -113,7 +113,7 @@ async def _check_running(run: DevRun, token: str) -> str:
         assert [(f["name"], f["status"]) for f in files.json()["files"]] == [
             ("sample.csv", "processed")
         ]
-    command = run.wait_for(r"^\s+(FINRT_ENV=development .*finrt publish .*)$").group(1)
+    command = run.wait_for(r"^\s+(\S*finrt publish .*)$").group(1)
     async with sse(f"{base}/api/v1/stream/notifications", token) as stream:
         published = subprocess.run(
             ["bash", "-c", command],
