@@ -94,6 +94,32 @@ class Settings(BaseSettings):
             raise ValueError(f"not a log level (accepted, in any case: {', '.join(LOG_LEVELS)})")
         return level
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        expected = "expected sqlite:///path or postgresql+psycopg://user:password@host/db"
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                f"FINRT_DATABASE_URL is not a database URL ({expected}): {safe_url(value)!r}"
+            ) from None
+        return value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _a_broker_url(cls, value: str) -> str:
+        scheme = urlparse(value).scheme if value else ""
+        if value and scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp"):
+            raise ValueError(
+                "FINRT_CELERY_BROKER_URL is not a broker URL (expected redis://..., rediss://... "
+                f"or amqp://user:password@host:5672//; empty: FINRT_REDIS_URL): {safe_url(value)!r}"
+            )
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _a_redis_url(cls, value: str) -> str:

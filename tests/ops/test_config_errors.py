@@ -18,6 +18,8 @@ BAD = {
     "FINRT_LOG_LEVEL": ("loud", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "FINRT_REDIS_URL": ("http://127.0.0.1:6379", "redis://host:port/db"),
     "FINRT_PING_SECONDS": ("often", "a number > 0"),
+    "FINRT_DATABASE_URL": ("nonsense", "postgresql+psycopg://"),
+    "FINRT_CELERY_BROKER_URL": ("http://broker", "amqp://"),
 }
 
 COMMANDS = {
