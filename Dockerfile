@@ -10,13 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (a layer that survives code changes), from pyproject's list.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print(chr(10).join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first (a layer that survives code changes), exactly as locked: every version
+# pinned and every file's hash checked, so two builds of one commit install the same thing.
+# No development dependency (tests, linters, the embedded Redis) enters the image.
+# Regenerate after changing pyproject.toml's dependencies (see docs/operating.md):
+#   uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
-COPY celeryconfig.py ./
+COPY pyproject.toml README.md celeryconfig.py ./
 COPY api ./api
+COPY core ./core
 COPY domain ./domain
 COPY finrt ./finrt
 COPY models ./models

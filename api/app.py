@@ -16,6 +16,7 @@ from api import ws
 from api.auth import TokenVerifier
 from api.cors import with_cors
 from api.front import StreamFrontDoor
+from api.http_metrics import HttpStats
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.openapi import install as install_openapi
@@ -99,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_openapi(app)
 
-    app.add_middleware(RequestIdMiddleware)
+    app.state.http_stats = HttpStats()
+    app.add_middleware(RequestIdMiddleware, stats=app.state.http_stats)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(streams.router)

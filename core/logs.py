@@ -6,9 +6,16 @@ import contextvars
 import json
 import logging
 import re
+import time
 from typing import Any
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# When the current request arrived (time.monotonic()), for the access log's duration.
+request_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_started", default=None
+)
+# The access log line's fields, as JSON lines carry them (not one formatted string).
+ACCESS_FIELDS = ("client", "method", "path", "status", "duration_ms")
 
 _SECRETS = re.compile(
     r"(?i)(access_token=|ticket=|token=|bearer\s+)[^\s&\"',;]+"
@@ -25,12 +32,29 @@ class RedactingFilter(logging.Filter):
     """Applied to every handler: formats the record once, then redacts the result."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            _access_fields(record)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
         record.request_id = request_id.get()
         return True
+
+
+def _access_fields(record: logging.LogRecord) -> None:
+    """uvicorn's access record has (client, method, path, http version, status) as its args."""
+    args = record.args
+    if not isinstance(args, tuple) or len(args) != 5:
+        return
+    client, method, path, _version, status = args
+    started = request_started.get()
+    record.client = str(client)
+    record.method = str(method)
+    record.path = redact(str(path))
+    record.status = int(str(status)) if str(status).isdigit() else status
+    if started is not None:
+        record.duration_ms = round((time.monotonic() - started) * 1000, 2)
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,6 +66,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+        for name in ACCESS_FIELDS:
+            if hasattr(record, name):
+                doc[name] = getattr(record, name)
         if record.exc_info:
             doc["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(doc)

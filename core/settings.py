@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlparse
 
 from limits import RateLimitItem, parse_many
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The shortest JWT secret accepted: HS256's key size (PyJWT warns below it); compose says the same.
+JWT_SECRET_MIN = 32
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+REDIS_URL_FORM = "redis://host:port/db, rediss://..., unix:///path or redis+cluster://host:port,..."
 
 
 class Settings(BaseSettings):
@@ -18,6 +25,9 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "production"
     database_url: str = "sqlite:///./var/finrt.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The hub's pub/sub link is pinged when idle; unanswered this long, it is dropped and
+    # reconnected (a NAT or load balancer may drop an idle connection without a word).
+    redis_health_seconds: float = Field(5.0, gt=0)
     # Every Redis key and pub/sub channel this service uses starts with this prefix.
     redis_prefix: str = "finrt"
     jwt_secret: str = ""
@@ -51,6 +61,8 @@ class Settings(BaseSettings):
     upload_rate: str = "10/minute"
     log_json: bool = False
     log_level: str = "INFO"
+    # Where people reach the service (the links `finrt dev` prints); empty: the local address.
+    public_url: str = ""
 
     # Producers (uploads, reports, Celery); see the README, "Files, dashboards and reports".
     upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
@@ -126,15 +138,124 @@ class Settings(BaseSettings):
                 ) from None
         return self
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _one_level(cls, value: Any) -> str:
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level (accepted, in any case: {', '.join(LOG_LEVELS)})")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        expected = "expected sqlite:///path or postgresql+psycopg://user:password@host/db"
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                f"FINRT_DATABASE_URL is not a database URL ({expected}): {safe_url(value)!r}"
+            ) from None
+        return value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _a_broker_url(cls, value: str) -> str:
+        scheme = urlparse(value).scheme if value else ""
+        if value and scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp"):
+            raise ValueError(
+                "FINRT_CELERY_BROKER_URL is not a broker URL (expected redis://..., rediss://... "
+                f"or amqp://user:password@host:5672//; empty: FINRT_REDIS_URL): {safe_url(value)!r}"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        if problem := redis_url_problem(value):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _secret_required_outside_development(self) -> Settings:
         if self.jwt_asymmetric:
             return self
-        if self.env != "development" and len(self.jwt_secret) < 16:
+        if self.env != "development" and len(self.jwt_secret) < JWT_SECRET_MIN:
             raise ValueError(
-                "FINRT_JWT_SECRET must be set (16 characters or more) outside `finrt dev`"
+                f"FINRT_JWT_SECRET must be set ({JWT_SECRET_MIN} characters or more) outside "
+                "`finrt dev`; "
+                "commands run where `finrt dev` ran use its var/jwt_secret"
             )
         return self
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (it goes to a terminal or log)."""
+    try:
+        parsed = urlparse(url)
+        if parsed.password is None:
+            return url
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+        return parsed._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Redis URL (one line naming FINRT_REDIS_URL), or None."""
+    expected = f"expected {REDIS_URL_FORM}"
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018  (raises ValueError on a port that is not a number)
+    except ValueError:
+        return f"FINRT_REDIS_URL is not a Redis URL ({expected}): {safe_url(url)!r}"
+    if parsed.scheme not in REDIS_SCHEMES:
+        return f"FINRT_REDIS_URL is not a Redis URL ({expected}): {safe_url(url)!r}"
+    if parsed.scheme != "unix" and not parsed.netloc:
+        return f"FINRT_REDIS_URL names no host ({expected}): {safe_url(url)!r}"
+    return None
+
+
+def _accepted(name: str) -> str:
+    """What a setting accepts, in words, from its type and bounds."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return ""
+    choices = get_args(field.annotation)
+    if choices and all(isinstance(c, str) for c in choices):
+        return "one of " + ", ".join(choices)
+    kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(
+        field.annotation,  # type: ignore[arg-type]
+        "",
+    )
+    bounds = []
+    for meta in field.metadata:
+        for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{word} {getattr(meta, attr)}")
+    return " ".join([kind, *bounds]).strip()
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """The first problem of a failed ``Settings()`` as one line naming the variable, its value's
+    problem and what is accepted (pydantic's own message names neither)."""
+    err = exc.errors()[0]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a check across settings (the JWT secret): its message says it all
+        return msg
+    name = str(err["loc"][0])
+    variable = f"FINRT_{name.upper()}"
+    if msg.startswith(variable):
+        return msg
+    value = err.get("input")
+    shown = "" if name.endswith("secret") or isinstance(value, dict) else f"={value!r}"
+    accepted = _accepted(name)
+    if accepted and "accepted" not in msg:
+        return f"{variable}{shown}: {msg} (accepted: {accepted})"
+    return f"{variable}{shown}: {msg}"
 
 
 def parse_rate(value: str) -> RateLimitItem | None:

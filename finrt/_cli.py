@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import sys
 from typing import IO, Any
-from urllib.parse import urlparse
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+from core.settings import redis_url_problem, safe_url
 
-
-def safe_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (it goes to a terminal or log)."""
-    try:
-        parsed = urlparse(url)
-        if parsed.password is None:
-            return url
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-        return parsed._replace(netloc=netloc).geturl()
-    except ValueError:
-        return "<unparsable URL>"
+__all__ = [
+    "database_problem",
+    "is_database_error",
+    "print_history",
+    "redis_url_problem",
+    "safe_url",
+]
 
 
-def redis_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a Redis URL, or None."""
-    expected = "expected redis://host:port/db, rediss://... or unix:///path"
-    try:
-        parsed = urlparse(url)
-        parsed.port  # noqa: B018  (raises ValueError on a port that is not a number)
-    except ValueError:
-        return f"FINRT_REDIS_URL is not a Redis URL ({expected}): {safe_url(url)!r}"
-    if parsed.scheme not in REDIS_SCHEMES:
-        return f"FINRT_REDIS_URL is not a Redis URL ({expected}): {safe_url(url)!r}"
-    if parsed.scheme != "unix" and not parsed.hostname:
-        return f"FINRT_REDIS_URL names no host ({expected}): {safe_url(url)!r}"
-    return None
+# What ``finrt tail --from`` takes for "from the oldest event history still holds".
+OLDEST = ("oldest", "0-0", "0")
 
 
 def database_problem(exc: BaseException) -> str:
@@ -110,9 +94,10 @@ class _HistoryBar:
 async def print_history(
     settings: Any, channel: str, from_id: str, out: IO[str] | None = None
 ) -> str:
-    """Print ``channel``'s events after ``from_id`` (history as of now), one envelope per
-    line; return the id to follow live from. When history no longer reaches ``from_id``,
-    print nothing and return it: the live follower then starts with the ``reset`` event."""
+    """Print ``channel``'s events after ``from_id`` (history as of now; ``oldest`` or ``0-0``:
+    all it holds), one envelope per line; return the id to follow live from. When history no
+    longer reaches ``from_id``, print nothing and return it: the live follower then starts with
+    the ``reset`` event."""
     import redis.asyncio as aioredis
 
     from streams.channels import check_channel
@@ -120,9 +105,11 @@ async def print_history(
     from streams.history import PAGE, HistoryReader, plan_resume
 
     out = out or sys.stdout
+    # "oldest" (or 0-0, the id before every event): all that history still holds, never a reset.
+    oldest = from_id.strip().lower() in OLDEST
     try:
         check_channel(channel)
-        last = parse_id(from_id)
+        last = (0, 0) if oldest else parse_id(from_id)
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from exc
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
@@ -134,11 +121,17 @@ async def print_history(
             ttl_seconds=settings.history_ttl_seconds,
         )
         bounds = await reader.bounds(channel)
-        plan = plan_resume(last, bounds)
-        if plan.reset is not None or not plan.replay:
-            return from_id
-        after = printed_up_to = plan.position
-        with _HistoryBar(after[0], bounds.head[0], sys.stderr) as bar:
+        if oldest:
+            if bounds.head <= last:
+                return format_id(bounds.head)
+            after = printed_up_to = last
+        else:
+            plan = plan_resume(last, bounds)
+            if plan.reset is not None or not plan.replay:
+                return from_id
+            after = printed_up_to = plan.position
+        start_ms = bounds.first[0] if oldest else after[0]
+        with _HistoryBar(start_ms, bounds.head[0], sys.stderr) as bar:
             while after < bounds.head:
                 page = await reader.read_page(channel, after, PAGE)
                 events = [e for e in page.events if e.sid <= bounds.head]
@@ -150,6 +143,7 @@ async def print_history(
                 if not page.more:
                     break
                 after = page.last
-        return format_id(printed_up_to)
+        # From the oldest, everything up to the head is printed (trailing markers included).
+        return format_id(bounds.head if oldest else printed_up_to)
     finally:
         await client.aclose()

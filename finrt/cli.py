@@ -17,17 +17,51 @@ app = typer.Typer(
 )
 
 
-def _settings() -> Any:
+def _settings(*, signs_tokens: bool = True) -> Any:
+    """Every setting, validated before the command does anything: a bad one is one line naming
+    the variable and what it accepts, and exit status 2. What ``finrt dev`` recorded under
+    ``./var/`` fills in what the environment does not set."""
+    import os
+    import secrets
+
     from pydantic import ValidationError
 
-    from core.settings import get_settings
+    from core.settings import get_settings, settings_problem
+    from finrt._devfiles import configured, use_recorded
 
+    used = use_recorded()
+    if not signs_tokens and not configured("FINRT_JWT_SECRET"):
+        # This command neither signs nor checks a token: any valid secret will do.
+        os.environ["FINRT_JWT_SECRET"] = secrets.token_urlsafe(48)
+    get_settings.cache_clear()
     try:
-        return get_settings()
+        settings = get_settings()
     except ValidationError as exc:
-        for err in exc.errors():
-            typer.echo(f"configuration error: {err['msg']}", err=True)
+        typer.echo(f"configuration error: {settings_problem(exc)}", err=True)
         raise typer.Exit(2) from None
+    _SOURCES.update(used)
+    return settings
+
+
+# Settings taken from ./var/ (what `finrt dev` recorded), for clearer errors.
+_SOURCES: dict[str, Any] = {}
+
+
+def _redis_unreachable(url: str, exc: BaseException) -> typer.Exit:
+    from finrt._cli import safe_url
+
+    where = safe_url(url)
+    if path := _SOURCES.get("FINRT_REDIS_URL"):
+        where += f" (recorded by `finrt dev` in {path}: is it still running?)"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _fail(f"Redis is not reachable at {where}: {text}")
+
+
+def _note_other_redis(url: str) -> None:
+    from finrt._devfiles import warn_other_redis
+
+    if "FINRT_REDIS_URL" not in _SOURCES:
+        warn_other_redis(url)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -65,7 +99,7 @@ def migrate() -> None:
     from finrt._cli import database_problem, safe_url
     from models.migrate import upgrade
 
-    s = _settings()
+    s = _settings(signs_tokens=False)
     try:
         upgrade(s.database_url)
     except Exception as exc:
@@ -102,13 +136,11 @@ def publish(
     """Publish one event and print its id."""
     import redis
 
-    from finrt._cli import redis_url_problem, safe_url
     from streams.envelope import InvalidEvent
     from streams.publish import publish as do_publish
 
-    s = _settings()
-    if problem := redis_url_problem(s.redis_url):
-        raise _fail(problem, 2)
+    s = _settings(signs_tokens=False)
+    _note_other_redis(s.redis_url)
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
@@ -118,14 +150,18 @@ def publish(
     except InvalidEvent as exc:
         raise _fail(str(exc), 2) from None
     except redis.RedisError as exc:
-        raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
+        raise _redis_unreachable(s.redis_url, exc) from None
 
 
 @app.command()
 def tail(
     channel: Annotated[str, typer.Argument(help="user:<id> or file:<id>")],
     from_id: Annotated[
-        str | None, typer.Option("--from", help="print history after this id first")
+        str | None,
+        typer.Option(
+            "--from",
+            help="print history after this id first; 'oldest' (or 0-0): all history still holds",
+        ),
     ] = None,
     api_url: Annotated[
         str, typer.Option("--api", envvar="FINRT_API_URL", help="the API to stream from")
@@ -140,13 +176,12 @@ def tail(
 
     import redis
 
-    from finrt._cli import print_history, redis_url_problem, safe_url
+    from finrt._cli import print_history
     from finrt.client import StreamRefused
     from finrt.tail import ApiUnreachable, run_tail
 
-    s = _settings()
-    if problem := redis_url_problem(s.redis_url):
-        raise _fail(problem, 2)
+    s = _settings(signs_tokens=False)
+    _note_other_redis(s.redis_url)
     try:
         start = from_id
         if from_id is not None:
@@ -165,7 +200,7 @@ def tail(
     except ApiUnreachable as exc:
         raise _fail(str(exc)) from None
     except (OSError, ConnectionError, RuntimeError, redis.RedisError) as exc:
-        raise _fail(f"Redis is not reachable at {safe_url(s.redis_url)}: {exc}") from None
+        raise _redis_unreachable(s.redis_url, exc) from None
 
 
 @app.command()
@@ -186,7 +221,7 @@ def notify(
     from models import session_scope
     from services.notifications import create_notification
 
-    s = _settings()
+    s = _settings(signs_tokens=False)
     if not SUB_RE.match(user_id):
         raise _fail("user id must be 1-64 of letters, digits and _.@-", 2)
     expires = None
@@ -195,8 +230,10 @@ def notify(
             expires = datetime.fromisoformat(expires_at)
         except ValueError:
             raise _fail("--expires-at must be an ISO 8601 date and time", 2) from None
+    _note_other_redis(s.redis_url)
+    unsent = _PublishFailures()
     try:
-        with session_scope(s.database_url) as session:
+        with unsent, session_scope(s.database_url) as session:
             n = create_notification(
                 session,
                 user_id,
@@ -217,6 +254,44 @@ def notify(
             raise _fail(database_problem(exc)) from None
         raise
     typer.echo(ident)
+    if unsent.reason is not None:
+        from finrt._cli import safe_url
+
+        typer.echo(
+            f"note: notification {ident} is stored, but Redis at {safe_url(s.redis_url)} did "
+            f"not take it ({unsent.reason}): the outbox sweeper of `finrt beat` (or `finrt "
+            "worker -B`) sends it once Redis answers",
+            err=True,
+        )
+
+
+class _PublishFailures:
+    """Catches the outbox's "publishing after commit failed" record (a page of redis-py
+    traceback on a terminal) so the command can say it in one line instead."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.reason: str | None = None
+        self.logger = logging.getLogger("finrt.outbox")
+        outer = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                exc = record.exc_info[1] if record.exc_info else None
+                text = str(exc).strip() if exc is not None else record.getMessage()
+                outer.reason = (text.splitlines() or [type(exc).__name__])[0]
+
+        self.handler = _Handler()
+
+    def __enter__(self) -> _PublishFailures:
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = True
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -244,8 +319,16 @@ def dev(
 ) -> None:
     """Run everything on embedded defaults: Redis (unless FINRT_REDIS_URL is set), a worker
     with beat, and the API. Ctrl-C stops it all."""
+    from pydantic import ValidationError
+
+    from core.settings import JWT_SECRET_MIN, Settings, settings_problem
     from finrt.dev import run_dev
 
+    try:  # every setting checked first (dev makes its own secret: any valid one here)
+        Settings(env="development", jwt_secret="x" * JWT_SECRET_MIN)
+    except ValidationError as exc:
+        typer.echo(f"configuration error: {settings_problem(exc)}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(run_dev(port=port, seed=seed))
 
 

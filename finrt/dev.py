@@ -25,8 +25,10 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from core.settings import Settings, get_settings
+from core.settings import JWT_SECRET_MIN, Settings, get_settings
 from finrt._console import Console
+from finrt._devfiles import PIDS_FILE, REDIS_URL_FILE, SECRET_FILE, VAR, read_recorded, record
+from finrt._devfiles import dotenv_sets as _dotenv_sets
 from finrt._procs import (
     cwd_of,
     port_in_use,
@@ -36,13 +38,12 @@ from finrt._procs import (
     within,
 )
 
-VAR = Path("var")
-SECRET_FILE = VAR / "jwt_secret"
 REDIS_DIR = VAR / "redis"
-# Process groups of the running children, so that a run killed with SIGKILL has its orphans
-# stopped by the next one.
-PIDS_FILE = VAR / "dev.pids"
+# PIDS_FILE lists the process groups of the running children, so that a run killed with SIGKILL
+# has its orphans stopped by the next one (and other commands know a run is on).
 DEFAULT_REDIS_PORT = 6379
+# When 6379 is taken (the machine's own Redis), the first free port of these: stable across runs.
+FALLBACK_REDIS_PORTS = range(6380, 6400)
 DEMO_USER = "demo"
 DEMO_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 STOP_GRACE_SECONDS = 8.0
@@ -69,16 +70,32 @@ def load_or_create_secret(path: Path = SECRET_FILE) -> tuple[str, bool]:
     whether it was just created."""
     try:
         secret = path.read_text().strip()
-        if len(secret) >= 16:
+        if len(secret) >= JWT_SECRET_MIN:
             return secret, False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
+    record(path, secret)
     return secret, True
+
+
+def choose_redis_port() -> tuple[int, str]:
+    """The embedded Redis's port and why: the last run's when free (a browser and the commands
+    find it again), else 6379, else the first free of 6380-6399, else any free port."""
+    last = read_recorded(REDIS_URL_FILE)
+    if last:
+        with contextlib.suppress(ValueError):
+            parsed = urlparse(last)
+            if parsed.hostname == "127.0.0.1" and parsed.port and not port_in_use(parsed.port):
+                return parsed.port, "the same as the last run"
+    if not port_in_use(DEFAULT_REDIS_PORT):
+        return DEFAULT_REDIS_PORT, "the default"
+    for port in FALLBACK_REDIS_PORTS:
+        if not port_in_use(port):
+            return port, f"{DEFAULT_REDIS_PORT} is taken by another Redis or server"
+    from finrt.embedded_redis import free_port
+
+    return free_port(), f"{DEFAULT_REDIS_PORT}-{FALLBACK_REDIS_PORTS[-1]} are taken"
 
 
 def finrt_command() -> list[str]:
@@ -116,6 +133,11 @@ class DevRunner:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where the printed links point: FINRT_PUBLIC_URL when set (a proxy, a tunnel)."""
+        return (os.environ.get("FINRT_PUBLIC_URL") or self.base_url).rstrip("/")
 
     def say(self, text: str) -> None:
         self.console.line("dev", text)
@@ -191,13 +213,15 @@ class DevRunner:
             os.environ["FINRT_JWT_SECRET"], created = load_or_create_secret()
             kept = "created; kept for the next run" if created else "reused"
             self.say(f"JWT secret: {SECRET_FILE} ({kept})")
-        if not os.environ.get("FINRT_PUBLIC_URL") and not _dotenv_sets("FINRT_PUBLIC_URL"):
-            os.environ["FINRT_PUBLIC_URL"] = self.base_url
         get_settings.cache_clear()
         try:
             settings = get_settings()
         except ValidationError as exc:
-            raise DevError("; ".join(str(e["msg"]) for e in exc.errors())) from None
+            from core.settings import settings_problem
+
+            raise DevError(f"configuration error: {settings_problem(exc)}") from None
+        if settings.public_url:
+            os.environ["FINRT_PUBLIC_URL"] = settings.public_url
         self.env = dict(os.environ)
         self.env.update(
             {
@@ -224,7 +248,7 @@ class DevRunner:
 
     def _start_redis(self, settings: Settings) -> None:
         from finrt._cli import safe_url
-        from finrt.embedded_redis import free_port, redis_answers
+        from finrt.embedded_redis import redis_answers
 
         if os.environ.get("FINRT_REDIS_URL") or _dotenv_sets("FINRT_REDIS_URL"):
             url = settings.redis_url
@@ -237,10 +261,17 @@ class DevRunner:
                     "embedded Redis"
                 )
             self.redis_url = url
-            self.say(f"using the Redis at {safe_url(url)} (FINRT_REDIS_URL)")
+            record(REDIS_URL_FILE, url)
+            self.say(f"using the Redis at {safe_url(url)} (FINRT_REDIS_URL; in {REDIS_URL_FILE})")
             return
-        port = DEFAULT_REDIS_PORT if not port_in_use(DEFAULT_REDIS_PORT) else free_port()
+        port, why = choose_redis_port()
         self.redis_url = f"redis://127.0.0.1:{port}/0"
+        # Recorded before it starts: every `finrt` command run here now talks to this Redis.
+        record(REDIS_URL_FILE, self.redis_url)
+        self.say(
+            f"Redis: embedded on port {port} ({why}); recorded in {REDIS_URL_FILE} for the "
+            "other finrt commands run here"
+        )
         self._spawn(
             "redis",
             ["-m", "finrt._procs", "redis", str(port), str(REDIS_DIR)],
@@ -345,11 +376,9 @@ class DevRunner:
         from finrt._seed import FILE_NAME
 
         finrt = shown_command()
-        env = "FINRT_ENV=development"
-        if self.redis_url and self.redis_url != f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0":
-            env += f" FINRT_REDIS_URL={shlex.quote(self.redis_url)}"
-        dashboard = f"{self.base_url}/?token={token}"
-        stream = f"{self.base_url}/api/v1/stream/notifications"
+        base = self.public_url
+        dashboard = f"{base}/?token={token}"
+        stream = f"{base}/api/v1/stream/notifications"
         greeting = json.dumps({"text": "hello from the CLI"})
         seeded = f' and demo file {file_id} ("{FILE_NAME}", processed)' if file_id else ""
         lines = [
@@ -366,14 +395,15 @@ class DevRunner:
             "",
             f'  curl -N -H "Authorization: Bearer {token}" {stream}',
             "",
-            "and, from another terminal in this directory, publish to it or notify the user:",
+            "and, from another terminal in this directory (commands run here use this run's "
+            f"Redis and secret, recorded under {VAR}/), publish to it or notify the user:",
             "",
-            f"  {env} {finrt} publish user:{DEMO_USER} greeting {shlex.quote(greeting)}",
-            f"  {env} {finrt} notify {DEMO_USER} --type system_update --title Hello "
+            f"  {finrt} publish user:{DEMO_USER} greeting {shlex.quote(greeting)}",
+            f"  {finrt} notify {DEMO_USER} --type system_update --title Hello "
             "--message 'A toast on the page' --priority high",
+            f"  {finrt} token alice    # a token for another user",
             "",
-            f"API docs: {self.base_url}/docs   Metrics: {self.base_url}/metrics   "
-            "Ctrl-C stops everything.",
+            f"API docs: {base}/docs   Metrics: {base}/metrics   Ctrl-C stops everything.",
             "",
         ]
         for text in lines:
@@ -416,19 +446,6 @@ class DevRunner:
                 self.say(f"{child.name} did not stop in time: killing it")
                 signal_group(child.process.pid, signal.SIGKILL)
                 child.process.wait()
-
-
-def _dotenv_sets(name: str) -> bool:
-    """Whether ./.env (which the settings honour) sets ``name``."""
-    try:
-        text = Path(".env").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        key = line.strip().removeprefix("export ").partition("=")[0].strip()
-        if key == name:
-            return True
-    return False
 
 
 def run_dev(*, port: int = 8000, seed: bool = True) -> int:

@@ -78,11 +78,13 @@ class Stats:
         "resets",
         "resumes",
         "slow_closed",
+        "unresponsive",
     )
 
     def __init__(self) -> None:
         self.events_in = self.deliveries = self.flushes = 0
         self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
+        self.unresponsive = 0  # links dropped for not answering a PING in time
 
 
 class Hub(RedisLink):
@@ -100,6 +102,7 @@ class Hub(RedisLink):
         coalesce_ms: float = 20.0,
         max_streams_per_user: int = 20,
         linger_seconds: float = 5.0,
+        redis_health_seconds: float = 5.0,
     ) -> None:
         self.redis_url, self.prefix, self.client = redis_url, prefix, client
         self.history = HistoryReader(
@@ -111,6 +114,7 @@ class Hub(RedisLink):
         self.max_coalesce = coalesce_ms / 1000
         self.max_streams_per_user = max_streams_per_user
         self.linger = linger_seconds
+        self.redis_health_seconds = redis_health_seconds
         self.stats = Stats()
         self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
@@ -136,6 +140,7 @@ class Hub(RedisLink):
             "retry_ms": settings.retry_ms,
             "coalesce_ms": settings.coalesce_ms,
             "max_streams_per_user": settings.max_streams_per_user,
+            "redis_health_seconds": settings.redis_health_seconds,
         }
         options.update(overrides)
         return cls(settings.redis_url, settings.redis_prefix, client, **options)

@@ -143,6 +143,12 @@ class HubCollector(Collector):
                 "Times the pub/sub link to Redis was re-established.",
                 stats.reconnects,
             ),
+            (
+                "redis_pubsub_unresponsive",
+                "Times the pub/sub link was dropped for not answering a PING within "
+                "FINRT_REDIS_HEALTH_SECONDS (a silently dead connection).",
+                stats.unresponsive,
+            ),
         )
         for name, text, value in counters:
             yield CounterMetricFamily(f"finrt_{name}", text, value=value)

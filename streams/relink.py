@@ -27,6 +27,7 @@ log = logging.getLogger("finrt.hub")
 class RedisLink:
     # The hub's state and fan-out this part works with (defined by Hub).
     redis_url: str
+    redis_health_seconds: float
     prefix: str
     history: HistoryReader
     stats: Stats
@@ -69,7 +70,11 @@ class RedisLink:
         while not self._stopping:
             try:
                 conn = await open_subscriber(
-                    self.redis_url, self._on_message, self._on_confirm, self._on_batch_end
+                    self.redis_url,
+                    self._on_message,
+                    self._on_confirm,
+                    self._on_batch_end,
+                    health_seconds=self.redis_health_seconds,
                 )
             except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
                 log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
@@ -87,6 +92,8 @@ class RedisLink:
             await conn.lost
             self._connected.clear()
             self._conn = None
+            if conn.unresponsive:
+                self.stats.unresponsive += 1
             if not self._stopping:
                 log.warning("Redis pub/sub connection lost; reconnecting")
                 for ch in self._channels.values():

@@ -13,7 +13,7 @@ from core.settings import get_settings
 log = logging.getLogger("finrt.workers")
 
 
-def _prepare() -> tuple[str, str]:
+def _prepare() -> tuple[str, str, list[str]]:
     s = get_settings()
     if s.celery_visibility_timeout <= s.task_time_limit:
         log.warning(
@@ -23,22 +23,25 @@ def _prepare() -> tuple[str, str]:
             s.task_time_limit,
         )
     Path(s.beat_schedule_file).parent.mkdir(parents=True, exist_ok=True)
-    return s.log_level, s.beat_schedule_file
+    # JSON lines only: Celery's start-up banner is printed, not logged.
+    quiet = ["--quiet"] if s.log_json else []
+    return s.log_level, s.beat_schedule_file, quiet
 
 
 def _run(argv: list[str]) -> None:
-    from workers.celery_app import app
+    from workers.celery_app import app, configure_logging
 
+    configure_logging()  # before Celery starts: its first warnings already follow it
     code = app.start(argv)
     if code:
         raise SystemExit(code)
 
 
 def run_worker(args: list[str]) -> None:
-    level, _ = _prepare()
-    _run(["worker", "--loglevel", level, *args])
+    level, _, quiet = _prepare()
+    _run([*quiet, "worker", "--loglevel", level, *args])
 
 
 def run_beat(args: list[str]) -> None:
-    level, schedule = _prepare()
-    _run(["beat", "--loglevel", level, "--schedule", schedule, *args])
+    level, schedule, quiet = _prepare()
+    _run([*quiet, "beat", "--loglevel", level, "--schedule", schedule, *args])

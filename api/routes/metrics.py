@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
+from api.http_metrics import HttpCollector
 from streams.metrics import HubCollector
 from workers.metrics import TaskDurations, durations_key, parse_durations
 from workers.outcomes import outcomes_key
@@ -113,7 +114,7 @@ async def _read_tasks(
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
-async def metrics(state: StateDep) -> Response:
+async def metrics(state: StateDep, request: Request) -> Response:
     """Prometheus metrics: streams of this process, Celery tasks of the fleet."""
     outcomes, durations = await _read_tasks(state)
     # A registry per scrape: nothing global, and every value is read as of this request.
@@ -121,6 +122,7 @@ async def metrics(state: StateDep) -> Response:
     registry.register(HubCollector(state.hub))
     registry.register(TaskCollector(outcomes, durations))
     registry.register(LoopCollector())
+    registry.register(HttpCollector(request.app.state.http_stats))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

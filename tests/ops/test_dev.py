@@ -113,7 +113,7 @@ async def _check_running(run: DevRun, token: str) -> str:
         assert [(f["name"], f["status"]) for f in files.json()["files"]] == [
             ("sample.csv", "processed")
         ]
-    command = run.wait_for(r"^\s+(FINRT_ENV=development .*finrt publish .*)$").group(1)
+    command = run.wait_for(r"^\s+(\S*finrt publish .*)$").group(1)
     async with sse(f"{base}/api/v1/stream/notifications", token) as stream:
         published = subprocess.run(
             ["bash", "-c", command],
@@ -154,9 +154,13 @@ async def test_finrt_dev_runs_everything_stops_cleanly_and_a_second_run_reuses_i
         assert run.stop() == 0
         _assert_nothing_left(run, redis_port)
 
+        first_redis_port = redis_port
         again = DevRun(tmp_path, free_port())
         token = again.wait_for(r"\?token=(\S+)").group(1)
         redis_port = int(again.wait_for(r"^redis\s*\| ready at redis://127.0.0.1:(\d+)/").group(1))
+        # A stable port: the last run's, free again (so an open page and the commands find it).
+        assert redis_port == first_redis_port
+        assert "the same as the last run" in again.output
         assert "is ready" in again.wait_for(r"^seed\s*\| demo file 1 .*").group(0)
         assert (tmp_path / "var" / "jwt_secret").read_text() == secret
         # Redis kept its append-only file: the first run's event is still in history.

@@ -58,3 +58,44 @@ async def test_json_logs_carry_the_request_id_and_never_a_token(start_api, token
         assert secret not in text
     assert "access_token=***" in text
     assert "ticket=***" in text
+
+
+async def test_access_lines_carry_fields_not_one_string(start_api):
+    api = start_api(log_json="true")
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        answer = await client.get("/healthz", headers={"X-Request-ID": "access-fields-1"})
+        assert answer.status_code == 200
+    deadline = time.monotonic() + 5
+    while "access-fields-1" not in api.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    access = [
+        r
+        for r in _records(api.log())
+        if r["logger"] == "uvicorn.access" and r["request_id"] == "access-fields-1"
+    ]
+    assert access, api.log()
+    line = access[0]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/healthz", 200)
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+
+
+def test_worker_and_beat_follow_log_json_and_redact(isolated_env, start_worker):
+    env = isolated_env(log_json="true", log_level="info")
+    worker = start_worker(env)
+    beat = start_worker(env, beat=True)
+    from tests.fixtures_workers import settings_from
+    from workers.enqueue import producer
+
+    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnbmF0dXJlc2lnbmF0dXJl"
+    # An unknown task name: the worker logs the message it got, token and all, as an error.
+    producer(settings_from(env)).send_task("finrt.no_such_task", args=[f"access_token={secret}"])
+    deadline = time.monotonic() + 30
+    while "no_such_task" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Read while running: at SIGTERM Celery prints "worker: Warm shutdown" (not a log record).
+    for process in (worker, beat):
+        records = _records(process.log())  # every line is a JSON object
+        assert records, process.log()
+        assert any(r["logger"].startswith("celery") for r in records)
+    assert "no_such_task" in worker.log()
+    assert secret not in worker.log()

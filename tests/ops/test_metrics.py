@@ -148,3 +148,31 @@ async def test_task_outcomes_and_durations_reach_every_api_process(
     count = value(samples, "finrt_task_duration_seconds_count", task=task)
     assert value(samples, "finrt_task_duration_seconds_bucket", task=task, le="+Inf") == count
     assert 0 < value(samples, "finrt_task_duration_seconds_sum", task=task) < 60
+
+
+async def test_build_info_and_http_request_series(api):
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        for _ in range(3):
+            assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/api/v1/files/12345")).status_code == 401
+    samples = scrape(api.url)
+    info = [labels for (name, labels) in samples if name == "finrt_build_info"]
+    assert len(info) == 1 and dict(info[0])["version"]
+    assert (
+        value(samples, "finrt_http_requests_total", method="GET", route="/healthz", status="200")
+        >= 3
+    )
+    assert (
+        value(
+            samples,
+            "finrt_http_requests_total",
+            method="GET",
+            route="/api/v1/files/{file_id}",
+            status="401",
+        )
+        >= 1
+    )
+    assert (
+        value(samples, "finrt_http_request_duration_seconds_count", method="GET", route="/healthz")
+        >= 3
+    )

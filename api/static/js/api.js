@@ -52,6 +52,7 @@ export function createApi(token, onUnauthorized) {
   return {
     get: (path, params) => send("GET", path, { params }),
     post: (path, json) => send("POST", path, { json }),
+    put: (path, json) => send("PUT", path, { json }),
     upload: (path, form) => send("POST", path, { form }),
     raw: (path) => send("GET", path, { raw: true }),
   };

@@ -17,6 +17,7 @@ export class MetricCards {
     this.marks = new Set();
     this.rebuild = false;
     this.currency = null;
+    this.parameters = {};
     this.render = this.render.bind(this);
     this.toggle = new LiveToggle(toggle, state, "cards", () => schedule(this.render));
   }
@@ -49,6 +50,15 @@ export class MetricCards {
     this.currency = currency;
     for (const name of this.metrics.keys()) this.dirty.add(name);
     this.#changed();
+  }
+
+  /** The file's what-if parameters: the forecast card says when it lacks its growth rate. */
+  setParameters(parameters) {
+    this.parameters = parameters || {};
+    if (this.metrics.has("forecast_revenue")) {
+      this.dirty.add("forecast_revenue");
+      this.#changed();
+    }
   }
 
   #changed() {
@@ -116,6 +126,13 @@ export class MetricCards {
     const change = formatChange(metric.change);
     node.change.textContent = metric.change == null ? change.text : `${change.text} vs previous`;
     node.change.dataset.direction = change.direction;
+    if (name === "forecast_revenue" && metric.value == null) {
+      // No value: the forecast needs a growth rate (or, rarely, a revenue to grow from).
+      node.change.textContent =
+        this.parameters.growth_rate == null
+          ? "No growth rate set: set one under What-if"
+          : "No revenue to forecast from";
+    }
     node.period.textContent = metric.period ? `Period ${metric.period}` : "";
   }
 

@@ -15,6 +15,7 @@ import { FilePanel } from "./files.js";
 import { schedule, stats } from "./frame.js";
 import { Inbox } from "./inbox.js";
 import { ReportPanel } from "./reports.js";
+import { WhatIfPanel } from "./whatif.js";
 
 const $ = (id) => document.getElementById(id);
 window.finrt = { stats };
@@ -115,6 +116,7 @@ function start(userId) {
     onError: reportError,
     onOpenFile: (id) => selectFile(id),
   });
+  const whatIf = new WhatIfPanel({ api, form: $("whatif-form"), status: $("whatif-status"), onParameters: (p) => cards.setParameters(p), onError: reportError });
   const reports = new ReportPanel({ api, form: $("report-form"), format: $("report-format"), button: $("report-button"), list: $("reports"), onError: reportError });
   const files = new FilePanel({
     api,
@@ -165,6 +167,7 @@ function start(userId) {
     if (dashboard) {
       files.fromSnapshot(dashboard);
       cards.reset(dashboard.metrics, dashboard.currency);
+      whatIf.fromSnapshot(dashboard);
       chart.reset(dashboard.charts, dashboard.currency);
       reports.setReady(dashboard.status === "processed");
     }
@@ -184,6 +187,7 @@ function start(userId) {
     cards.reset([], null);
     chart.reset([], null);
     reports.choose(id, false);
+    whatIf.choose(id);
     showBanner("");
     const dashboard = await loadSnapshot(id, mine);
     if (mine !== choice) return;
@@ -238,6 +242,7 @@ function start(userId) {
         break;
       case "parameter_update":
         files.parameter(data);
+        whatIf.parameter(data);
         break;
       case "report_status":
         reports.update(data);
