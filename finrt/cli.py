@@ -164,21 +164,27 @@ def tail(
         ),
     ] = None,
     api_url: Annotated[
-        str, typer.Option("--api", envvar="FINRT_API_URL", help="the API to stream from")
-    ] = "http://127.0.0.1:8000",
+        str | None,
+        typer.Option(
+            "--api",
+            envvar="FINRT_API_URL",
+            help="stream through this API (finrt.client, with a token) instead of Redis directly",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(envvar="FINRT_TOKEN", help="default: one minted with FINRT_JWT_SECRET"),
     ] = None,
 ) -> None:
-    """Print a channel's events as they arrive (one envelope per line), from the API's stream."""
+    """Print a channel's events as they arrive (one envelope per line): from Redis directly, or
+    with --api through the API's stream (resuming across API restarts)."""
     import os
 
     import redis
 
     from finrt._cli import print_history
     from finrt.client import StreamRefused
-    from finrt.tail import ApiUnreachable, run_tail
+    from finrt.tail import ApiUnreachable, run_tail, run_tail_redis
 
     s = _settings(signs_tokens=False)
     _note_other_redis(s.redis_url)
@@ -187,7 +193,10 @@ def tail(
         if from_id is not None:
             # History first, with a progress bar on a terminal; then live from where it ended.
             start = asyncio.run(print_history(s, channel, from_id))
-        asyncio.run(run_tail(s, channel, start, api_url=api_url, token=token))
+        if api_url is None:
+            asyncio.run(run_tail_redis(s, channel, start))
+        else:
+            asyncio.run(run_tail(s, channel, start, api_url=api_url, token=token))
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:

@@ -1,18 +1,24 @@
-"""``finrt tail``: a channel's events on standard output, read from the API's stream like any
-client does (finrt.client), so it resumes across API restarts by itself."""
+"""``finrt tail``: a channel's events on standard output. By default it reads Redis directly (no
+API, no token); with ``--api`` it reads the API's stream like any client does (finrt.client), so
+it resumes across API restarts by itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from api.auth import issue_token
 from core.settings import Settings
 from finrt.client import astream
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent, parse_id
+from streams.hub import Hub
+from streams.transports import WEBSOCKET
 
 # A minted token lasts this long; the stream's auth_expired brings a fresh one.
 TOKEN_TTL_SECONDS = 3600
@@ -78,3 +84,40 @@ async def run_tail(
             envelope["key"] = event.key
         out.write(json.dumps(envelope, separators=(",", ":"), ensure_ascii=False) + "\n")
         out.flush()
+
+
+async def run_tail_redis(settings: Settings, channel: str, from_id: str | None) -> None:
+    """Follow ``channel`` on Redis directly, as a hub subscriber whose "socket" is stdout: what
+    ``finrt tail`` does without ``--api`` (no API and no token needed)."""
+    try:
+        check_channel(channel)
+        last = parse_id(from_id) if from_id else None
+    except InvalidEvent as exc:
+        raise ValueError(str(exc)) from exc
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        raise ConnectionError(str(exc)) from exc
+    hub = Hub.from_settings(client, settings, client_buffer=10**9, max_streams_per_user=1)
+    done = asyncio.get_running_loop().create_future()
+    out = sys.stdout
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            out.write(message["text"] + "\n")
+            out.flush()
+        elif message["type"] == "websocket.close" and not done.done():
+            done.set_result(None)
+
+    await hub.start()
+    try:
+        sub = hub.new_subscriber("tail", [channel], WEBSOCKET)
+        sub.send = send
+        await hub.join(sub, [channel])
+        await hub.catch_up(sub, await hub.prepare(sub, {channel: last}))
+        await done
+    finally:
+        await hub.stop()
+        await client.aclose()
