@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
 from api import ws
@@ -19,7 +21,7 @@ from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
 from core.settings import Settings, get_settings
-from streams.hub import Hub
+from streams.hub import Hub, HubUnavailable
 from streams.publish import AsyncPublisher
 
 log = logging.getLogger("finrt.api")
@@ -52,6 +54,15 @@ async def _close_streams_on_exit(state: AppState) -> None:
     await state.hub.stop(final=b"retry: %d\n\n" % SHUTDOWN_RETRY_MS)
 
 
+REDIS_DOWN = "Redis is unreachable; try again shortly"
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Any route that meets a Redis outage answers 503 (retry later), never 500."""
+    log.warning("%s %s: Redis unreachable: %r", request.method, request.url.path, exc)
+    return JSONResponse({"detail": REDIS_DOWN}, status_code=503, headers={"Retry-After": "2"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -78,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(HubUnavailable, _redis_down)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(streams.router)

@@ -9,18 +9,23 @@ and for HEAD. ARCHITECTURE.md has the measurements.
 
 from __future__ import annotations
 
+import logging
 import re
-import uuid
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException
+from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from api.deps import authenticate_stream
+from api.middleware import request_id_of, send_json_error
 from api.routes.streams import file_channels, many_channels, open_stream
 from api.state import AppState
 from core.logs import request_id
+from streams.hub import HubUnavailable
+
+log = logging.getLogger("finrt.api")
 
 _FILE = re.compile(r"^/api/v1/stream/files/([^/]+)/?\Z")
 _LIMITS = {"access_token": 4096, "ticket": 64, "last_event_id": 4096}
@@ -43,8 +48,7 @@ class StreamFrontDoor:
         if path not in ("/api/v1/stream", "/api/v1/stream/notifications") and match is None:
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
-        rid = given or uuid.uuid4().hex[:16]
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         try:
             try:
@@ -53,6 +57,18 @@ class StreamFrontDoor:
                 response = JSONResponse(
                     {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
                 )
+            except (RedisError, HubUnavailable) as exc:
+                # e.g. redeeming a ?ticket= while Redis is down: retry later, not a 500.
+                log.warning("stream not opened, Redis unreachable: %r", exc)
+                response = JSONResponse(
+                    {"detail": "Redis is unreachable; try again shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "2"},
+                )
+            except Exception:
+                log.exception("unhandled error opening %s", scope["path"])
+                await send_json_error(send, 500, "internal server error", rid)
+                return
             response.raw_headers.append((b"x-request-id", rid.encode("latin-1")))
             await response(scope, receive, send)
         finally:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.orm import Session
 
 from domain.reports import REPORT_EXTENSIONS
@@ -26,7 +26,9 @@ from services.notifications import create_notification
 __all__ = [
     "REPORT_FORMATS",
     "FileNotReady",
+    "announce_queued",
     "current_period",
+    "discard_report",
     "download_name",
     "download_url",
     "enqueue_status",
@@ -150,8 +152,11 @@ def request_report(
     job_id: str,
     *,
     schedule_key: str | None = None,
+    announce: bool = True,
 ) -> ReportExport:
-    """A queued report of a processed file, with its ``queued`` events."""
+    """A queued report of a processed file, with its ``queued`` events (or, with
+    ``announce=False``, without them: :func:`announce_queued` sends them once its task is
+    queued, :func:`discard_report` removes it if the task could not be)."""
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(REPORT_FORMATS)}")
     if file.status != "processed":
@@ -167,8 +172,33 @@ def request_report(
     )
     session.add(report)
     session.flush()
-    enqueue_status(session, report, "queued", 0)
+    if announce:
+        enqueue_status(session, report, "queued", 0)
     return report
+
+
+def announce_queued(url: str, report_id: int) -> None:
+    """The ``queued`` events of a report whose task was sent, unless a worker has started it
+    already (its ``running`` events then say more, and a late ``queued`` would contradict them).
+    """
+    with session_scope(url) as session:
+        still = session.execute(
+            update(ReportExport)
+            .where(ReportExport.id == report_id, ReportExport.status == "queued")
+            .values(status="queued")
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(still) == 0:
+            return
+        report = session.get(ReportExport, report_id, populate_existing=True)
+        assert report is not None
+        enqueue_status(session, report, "queued", 0)
+
+
+def discard_report(url: str, report_id: int) -> None:
+    """Remove a report whose task could not be queued: no row, no event, as if never asked."""
+    with session_scope(url) as session:
+        session.execute(delete(ReportExport).where(ReportExport.id == report_id))
 
 
 def fail_report(url: str, report_id: int, reason: str, notify: bool = True) -> bool:

@@ -29,7 +29,10 @@ def _channel(value: str) -> str:
         raise bad_request(str(exc)) from exc
 
 
-@router.get("/events/{channel}", responses={**BAD_CHANNEL, 403: {}, 404: {}})
+@router.get(
+    "/events/{channel}",
+    responses={**BAD_CHANNEL, 403: {}, 404: {}, 503: {"description": "Redis is unreachable"}},
+)
 async def list_events(
     channel: ChannelPath,
     state: StateDep,

@@ -32,6 +32,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     403: {"description": "a channel the user may not read"},
     404: {"description": "unknown file"},
     429: {"description": "too many open streams for this user"},
+    503: {"description": "Redis is unreachable; try again shortly"},
 }
 
 
@@ -161,7 +162,12 @@ class TicketPublic(BaseModel):
     expires_in: int
 
 
-@router.post("/stream/tickets", status_code=201, response_model=TicketPublic)
+@router.post(
+    "/stream/tickets",
+    status_code=201,
+    response_model=TicketPublic,
+    responses={503: {"description": "Redis is unreachable; no ticket was made"}},
+)
 async def create_ticket(state: StateDep, principal: CurrentUser) -> TicketPublic:
     """A single-use ticket (valid 60 s) for ``?ticket=`` on a stream URL."""
     ttl = state.settings.ticket_ttl_seconds
