@@ -4,8 +4,8 @@ events and the notification; who may read and download them."""
 from __future__ import annotations
 
 import csv
-import re
 import io
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
