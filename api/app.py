@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
 from api import ws
+from api.body_guard import BodyGuardMiddleware
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
+    # Added first, so inside the request id middleware: its refusals carry the id.
+    app.add_middleware(BodyGuardMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(RedisError, _redis_down)
     app.add_exception_handler(HubUnavailable, _redis_down)

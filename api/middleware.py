@@ -44,19 +44,20 @@ def request_id_of(scope: Scope) -> str:
     return new_request_id()
 
 
-async def send_json_error(send: Send, status: int, detail: str, rid: str) -> None:
+async def send_json_error(
+    send: Send, status: int, detail: str, rid: str | None, *, bearer_challenge: bool = False
+) -> None:
+    """A JSON error response; ``rid=None`` when ``send`` adds the request id itself."""
     body = orjson.dumps({"detail": detail})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", rid.encode("latin-1")),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if rid is not None:
+        headers.append((b"x-request-id", rid.encode("latin-1")))
+    if bearer_challenge:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -60,7 +60,9 @@ class WebSocketSession:
     async def handle(self, raw: str | bytes | None) -> None:
         if raw is None or isinstance(raw, bytes):
             return self.error("frames must be JSON text")
-        if len(raw) > MAX_FRAME:
+        # ``finrt api`` sets the protocol's limit to MAX_FRAME (uvicorn's ws_max_size), so this
+        # only answers under a server that does not (a frame over it there is an error reply).
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME:
             return self.error(f"frame larger than {MAX_FRAME} bytes")
         try:
             message = orjson.loads(raw)
