@@ -25,6 +25,8 @@ from api.routes.files import UPLOAD_OVERHEAD_BYTES
 from api.state import AppState
 
 UPLOAD_PATH = "/api/v1/files"
+# A refused body is not drained: the connection is closed after the answer (uvicorn honours it).
+CLOSE = {"Connection": "close"}
 
 
 def body_limit(state: AppState, method: str, path: str) -> int:
@@ -52,11 +54,11 @@ class BodyGuardMiddleware:
         if scope["path"].startswith("/api/"):
             refusal = _unauthenticated(state, headers.get(b"authorization", b""))
             if refusal is not None:
-                await send_json_error(send, 401, refusal, None, bearer_challenge=True)
+                await send_json_error(send, 401, refusal, None, bearer_challenge=True, close=True)
                 return
         limit = body_limit(state, scope["method"], scope["path"])
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_json_error(send, 413, _too_large(limit), None)
+            await send_json_error(send, 413, _too_large(limit), None, close=True)
             return
         received = 0
 
@@ -68,7 +70,7 @@ class BodyGuardMiddleware:
                 if received > limit:
                     # An HTTPException: FastAPI passes it on as it is (a 413), where any other
                     # error while reading the body would become its generic 400.
-                    raise HTTPException(413, _too_large(limit))
+                    raise HTTPException(413, _too_large(limit), headers=CLOSE)
             return message
 
         await self.app(scope, counted, send)

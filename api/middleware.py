@@ -45,9 +45,16 @@ def request_id_of(scope: Scope) -> str:
 
 
 async def send_json_error(
-    send: Send, status: int, detail: str, rid: str | None, *, bearer_challenge: bool = False
+    send: Send,
+    status: int,
+    detail: str,
+    rid: str | None,
+    *,
+    bearer_challenge: bool = False,
+    close: bool = False,
 ) -> None:
-    """A JSON error response; ``rid=None`` when ``send`` adds the request id itself."""
+    """A JSON error response; ``rid=None`` when ``send`` adds the request id itself;
+    ``close``: the connection is closed after it (a body left unread is not drained)."""
     body = orjson.dumps({"detail": detail})
     headers = [
         (b"content-type", b"application/json"),
@@ -57,6 +64,8 @@ async def send_json_error(
         headers.append((b"x-request-id", rid.encode("latin-1")))
     if bearer_challenge:
         headers.append((b"www-authenticate", b"Bearer"))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
