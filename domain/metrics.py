@@ -109,6 +109,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         "Revenue growth for a one-period forecast: last revenue x (1 + growth_rate).",
     ),
 }
+# A parameter is a rate: more precision than this means nothing, and ``1e-70000`` would be
+# stored (and sent in events) as 70,000 characters.
+MAX_PARAMETER_DECIMALS = 12
+MAX_PARAMETER_DIGITS = 20
 _AFFECTED: dict[str, list[str]] = {
     "tax_rate": ["net_income", "net_margin"],
     "growth_rate": ["forecast_revenue"],
@@ -200,6 +204,7 @@ def validate_parameter(name: str, value: object) -> Decimal:
         known = ", ".join(sorted(PARAMETERS))
         raise ValueError(f"unknown parameter {name!r}; known parameters: {known}")
     number = _to_decimal(name, value)
+    _check_precision(name, number)
     if not spec.min <= number <= spec.max:
         raise ValueError(f"{name} must be between {spec.min} and {spec.max} (got {number})")
     return number
@@ -300,6 +305,25 @@ def _to_decimal(name: str, value: object) -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{name} must be a finite number (got {str(value)[:64]!r})")
     return number
+
+
+def _check_precision(name: str, number: Decimal) -> None:
+    """At most MAX_PARAMETER_DECIMALS decimal places and MAX_PARAMETER_DIGITS digits
+    (trailing zeros do not count: ``0.2500`` is ``0.25``)."""
+    if number.is_zero():
+        return
+    _sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite: _to_decimal refused NaN and Infinity
+    kept = len(digits)
+    while kept > 1 and digits[kept - 1] == 0:
+        kept -= 1
+        exponent += 1
+    places = max(0, -exponent)
+    whole = max(0, kept + exponent)
+    if places > MAX_PARAMETER_DECIMALS:
+        raise ValueError(f"{name} may have at most {MAX_PARAMETER_DECIMALS} decimal places")
+    if whole + places > MAX_PARAMETER_DIGITS:
+        raise ValueError(f"{name} may have at most {MAX_PARAMETER_DIGITS} digits")
 
 
 def _role_totals(rows: Sequence[FinancialRow]) -> dict[str, dict[str, Decimal]]:
