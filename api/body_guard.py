@@ -5,8 +5,9 @@ FastAPI reads and parses a body before it resolves the dependencies that check t
 without this an anonymous client could make the process parse a 200 MB JSON body before its
 401. Here, for a request that carries a body:
 
-- under ``/api/`` the bearer token is checked first: ``401`` and the body is never read;
-- a ``Content-Length`` over the limit gets ``413`` at once, unread;
+- under ``/api/`` the bearer token is checked first: ``401`` and the body is never parsed;
+- a ``Content-Length`` over the limit gets ``413`` at once, unparsed (the connection is closed
+  when it announces more than 16 MiB, else the body is drained);
 - a body sent without a length (chunked) is counted as it streams and refused with ``413`` as
   soon as it passes the limit.
 
@@ -25,7 +26,10 @@ from api.routes.files import UPLOAD_OVERHEAD_BYTES
 from api.state import AppState
 
 UPLOAD_PATH = "/api/v1/files"
-# A refused body is not drained: the connection is closed after the answer (uvicorn honours it).
+# A refused body up to this size is read and thrown away (uvicorn does, on a kept-alive
+# connection), so that a client sending all of it before reading still gets the answer; a
+# larger or unbounded one closes the connection after the answer (uvicorn honours the header).
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
 CLOSE = {"Connection": "close"}
 
 
@@ -51,14 +55,16 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)  # no body: nothing to guard
             return
         state: AppState = scope["app"].state.finrt
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        close = chunked or length is None or length > DRAIN_MAX_BYTES
         if scope["path"].startswith("/api/"):
             refusal = _unauthenticated(state, headers.get(b"authorization", b""))
             if refusal is not None:
-                await send_json_error(send, 401, refusal, None, bearer_challenge=True, close=True)
+                await send_json_error(send, 401, refusal, None, bearer_challenge=True, close=close)
                 return
         limit = body_limit(state, scope["method"], scope["path"])
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_json_error(send, 413, _too_large(limit), None, close=True)
+        if length is not None and length > limit:
+            await send_json_error(send, 413, _too_large(limit), None, close=close)
             return
         received = 0
 
