@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import AuthError, Principal
@@ -95,7 +96,7 @@ class WebSocketSession:
             await hub.join(sub, [channel])
         except HTTPException as exc:
             return self.error(f"{channel}: {exc.detail}")
-        except HubUnavailable:
+        except (HubUnavailable, RedisError):
             return self.error("event service unavailable, try again")
         self.reply({"type": "subscribed", "channel": channel})
 
@@ -109,6 +110,10 @@ async def websocket_route(ws: WebSocket) -> None:
         principal = await _authenticate(state, ws)
     except HTTPException as exc:
         await ws.close(code=4001, reason=str(exc.detail)[:100])
+        return
+    except RedisError:
+        # A ?ticket= cannot be redeemed while Redis is down: "try again later", not an error.
+        await ws.close(code=1013, reason="event service unavailable, try again")
         return
     hub = state.hub
     try:

@@ -106,3 +106,20 @@ def test_an_unhandled_error_is_json_500_with_the_request_id(isolated_env, start_
     # The traceback is logged under the request's id, not "[-]".
     assert "[probe-500] unhandled error in GET /api/v1/notifications" in log
     assert "no such table" in log
+
+
+def test_a_websocket_ticket_while_redis_is_down_closes_with_try_again_later(
+    own_redis, isolated_env, start_isolated_api
+):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    env = isolated_env(redis_url=own_redis.url)
+    api = start_isolated_api(env)
+    own_redis.stop()
+    url = f"ws://127.0.0.1:{api.port}/api/v1/ws?ticket={secrets.token_urlsafe(24)}"
+    with connect(url, open_timeout=10) as sock:
+        with pytest.raises(ConnectionClosed) as info:
+            sock.recv(timeout=30)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1013, info.value
+    assert "unhandled error" not in api.log()
