@@ -27,7 +27,7 @@ def own_redis() -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
-BODIES = {
+BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("post", "/api/v1/events/{channel}"): {"type": "price_tick", "data": {}},
     ("put", "/api/v1/files/{file_id}/parameters/{name}"): {"value": 0.2},
     ("post", "/api/v1/files/{file_id}/members"): {"user_id": "someone"},
@@ -96,12 +96,12 @@ def test_every_route_answers_503_while_redis_is_down(
                     .replace("{notification_id}", "00000000-0000-0000-0000-000000000000")
                     .replace("{name}", "tax_rate")
                 )
-                body = BODIES.get((method, path))
+                payload = BODIES.get((method, path))
                 got = client.request(
                     method.upper(),
                     concrete,
                     headers=publisher if "/events/" in path else bearer,
-                    json=body,
+                    json=payload,
                 )
                 assert got.status_code != 500, (method, path, got.text)
                 if path == "/readyz":  # its own shape: which check failed
