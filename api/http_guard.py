@@ -13,6 +13,9 @@ requests (and their file descriptors) for ever. Here, per connection:
   headers in milliseconds, so under a slowloris flood it is the attacker who is shed.
 
 ``finrt api`` serves with this protocol (``http="api.http_guard:GuardedHttpToolsProtocol"``).
+uvicorn itself (0.55) offers neither bound for httptools: ``h11_max_incomplete_event_size``
+applies to its pure-Python h11 protocol only (slower on every stream write), and it has no
+timeout for receiving headers (``timeout_keep_alive`` runs between requests only).
 """
 
 from __future__ import annotations
