@@ -4,8 +4,9 @@ httptools buffers a request's headers without limit and uvicorn sets no time lim
 them, so one client could make the process hold a 300 MB header, or hundreds of half-sent
 requests (and their file descriptors) for ever. Here, per connection:
 
-- headers (request line included) larger than ``FINRT_MAX_HEADER_BYTES`` get ``431`` and the
-  connection is closed, checked as the bytes arrive;
+- headers (request line included) still incomplete after ``FINRT_MAX_HEADER_BYTES`` get ``431``
+  and the connection is closed; checked after each socket read, so at most one read (256 KiB)
+  is buffered beyond the limit;
 - headers not complete ``FINRT_HEADER_TIMEOUT_SECONDS`` after the connection opened (or after
   their first byte, on a kept-alive connection) get ``408`` and the connection is closed;
 - at most a quarter of the process's file-descriptor limit may be waiting for headers at once:
