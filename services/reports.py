@@ -8,6 +8,7 @@ channel and on the requester's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +27,6 @@ from services.notifications import create_notification
 __all__ = [
     "REPORT_FORMATS",
     "FileNotReady",
-    "announce_queued",
     "current_period",
     "discard_report",
     "download_name",
@@ -37,6 +37,7 @@ __all__ = [
     "report_public",
     "request_report",
     "schedule_public",
+    "send_and_announce",
     "set_schedule",
     "status_event",
     "stored_name",
@@ -155,8 +156,8 @@ def request_report(
     announce: bool = True,
 ) -> ReportExport:
     """A queued report of a processed file, with its ``queued`` events (or, with
-    ``announce=False``, without them: :func:`announce_queued` sends them once its task is
-    queued, :func:`discard_report` removes it if the task could not be)."""
+    ``announce=False``, without them: :func:`send_and_announce` sends its task and them
+    together, :func:`discard_report` removes it if the task could not be sent)."""
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(REPORT_FORMATS)}")
     if file.status != "processed":
@@ -177,22 +178,25 @@ def request_report(
     return report
 
 
-def announce_queued(url: str, report_id: int) -> None:
-    """The ``queued`` events of a report whose task was sent, unless a worker has started it
-    already (its ``running`` events then say more, and a late ``queued`` would contradict them).
-    """
+def send_and_announce(url: str, report_id: int, send: Callable[[], None]) -> None:
+    """Send a report's task (``send``) and enqueue its ``queued`` events in one transaction
+    that holds the report's row (PostgreSQL: the row; SQLite: the write lock) while sending: a
+    worker starting at once waits for the commit to mark it running, so ``queued`` is always
+    the first event. If ``send`` raises, nothing is announced (and the caller discards the
+    report); the lock is then held for the task queue's few retries only."""
     with session_scope(url) as session:
-        still = session.execute(
+        held = session.execute(
             update(ReportExport)
             .where(ReportExport.id == report_id, ReportExport.status == "queued")
             .values(status="queued")
             .execution_options(synchronize_session=False)
         )
-        if _rowcount(still) == 0:
-            return
+        if _rowcount(held) == 0:
+            raise RuntimeError(f"report {report_id} is not queued")
         report = session.get(ReportExport, report_id, populate_existing=True)
         assert report is not None
         enqueue_status(session, report, "queued", 0)
+        send()
 
 
 def discard_report(url: str, report_id: int) -> None:

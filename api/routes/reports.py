@@ -81,10 +81,9 @@ def _create(s: Settings, user_id: str, file_id: str, fmt: str) -> tuple[int, str
 
 
 def _send(s: Settings, report_id: int, job_id: str) -> None:
-    send_generate_report(s, report_id, job_id)
-    # At once, in the same thread: the worker has rarely started yet (if it has, its
-    # ``running`` event stands and ``queued`` is left out).
-    service.announce_queued(s.database_url, report_id)
+    service.send_and_announce(
+        s.database_url, report_id, lambda: send_generate_report(s, report_id, job_id)
+    )
 
 
 @router.post(
