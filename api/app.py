@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
 from api import ws
 from api.auth import TokenVerifier
+from api.body_guard import BodyGuardMiddleware
 from api.cors import with_cors
 from api.front import StreamFrontDoor
 from api.http_metrics import HttpStats
@@ -36,7 +39,7 @@ from api.routes import (
 )
 from api.state import AppState
 from core.settings import Settings, get_settings
-from streams.hub import Hub
+from streams.hub import Hub, HubUnavailable
 from streams.publish import AsyncPublisher
 
 log = logging.getLogger("finrt.api")
@@ -70,6 +73,15 @@ async def _close_streams_on_exit(state: AppState) -> None:
     await state.hub.stop(retry_ms=SHUTDOWN_RETRY_MS)
 
 
+REDIS_DOWN = "Redis is unreachable; try again shortly"
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Any route that meets a Redis outage answers 503 (retry later), never 500."""
+    log.warning("%s %s: Redis unreachable: %r", request.method, request.url.path, exc)
+    return JSONResponse({"detail": REDIS_DOWN}, status_code=503, headers={"Retry-After": "2"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -101,7 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
 
     app.state.http_stats = HttpStats()
+    # Added first, so inside the request id middleware: its refusals carry the id.
+    app.add_middleware(BodyGuardMiddleware)
     app.add_middleware(RequestIdMiddleware, stats=app.state.http_stats)
+    app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(HubUnavailable, _redis_down)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(streams.router)

@@ -3,6 +3,8 @@ its public key or JWKS) or, in simple set-ups, signed with a shared secret (``fi
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +23,11 @@ SUB_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 # Asymmetric algorithms accepted, by key type: a token's alg must match its key's type, so
 # neither "none" nor an HMAC signed with the public key as a secret is ever verified.
 ASYMMETRIC = ("RS256", "ES256")
+# The latest expiry a token may carry (9999-12-31T23:59:59Z): beyond it a timer cannot be set.
+MAX_EXP = 253_402_300_799
+# The optional ``channels`` claim: patterns (``fnmatch``: ``file:*``, ``user:bot-?``) limiting
+# where a publish token may publish.
+MAX_CHANNEL_PATTERNS = 64
 
 
 class AuthError(Exception):
@@ -36,9 +43,16 @@ class Principal:
     user_id: str
     scopes: frozenset[str]
     expires_at: float
+    # None: no ``channels`` claim, every channel.
+    channels: tuple[str, ...] | None = None
 
     def can(self, scope: str) -> bool:
         return scope in self.scopes
+
+    def may_publish_to(self, channel: str) -> bool:
+        if self.channels is None:
+            return True
+        return any(fnmatch.fnmatchcase(channel, pattern) for pattern in self.channels)
 
 
 def _options(audience: str, issuer: str) -> Options:
@@ -69,7 +83,8 @@ def decode_token(
         raise AuthError("token audience is not this service") from exc
     except jwt.InvalidIssuerError as exc:
         raise AuthError("token issuer is not trusted") from exc
-    except jwt.InvalidTokenError as exc:
+    except (jwt.InvalidTokenError, OverflowError, ValueError, TypeError) as exc:
+        # OverflowError: an ``exp`` too large for a float (PyJWT converts it).
         raise AuthError("invalid token") from exc
     sub = claims.get("sub")
     if not isinstance(sub, str) or not SUB_RE.match(sub):
@@ -77,7 +92,30 @@ def decode_token(
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise AuthError("invalid token scope")
-    return Principal(sub, frozenset(scope.split()), float(claims["exp"]))
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthError("invalid token expiry")
+    if isinstance(exp, float) and not math.isfinite(exp):
+        raise AuthError("invalid token expiry")
+    if exp > MAX_EXP:  # compared as given: float() of a huge int raises
+        raise AuthError("invalid token expiry: after the year 9999")
+    return Principal(sub, frozenset(scope.split()), float(exp), _channels(claims))
+
+
+def _channels(claims: dict[str, object]) -> tuple[str, ...] | None:
+    if "channels" not in claims:
+        return None
+    value = claims["channels"]
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_CHANNEL_PATTERNS
+        or not all(isinstance(p, str) and 0 < len(p) <= 80 for p in value)
+    ):
+        raise AuthError(
+            f"invalid token channels: a list of up to {MAX_CHANNEL_PATTERNS} patterns "
+            "of 1-80 characters"
+        )
+    return tuple(value)
 
 
 def _algorithm_for(key: Any) -> str:

@@ -6,9 +6,11 @@ from typing import Any
 
 from fastapi import HTTPException
 
-# For the routes' OpenAPI ``responses``. FastAPI itself answers 400 to a body it cannot parse.
+# For the routes' OpenAPI ``responses`` of every route that takes a body. FastAPI itself
+# answers 400 to a body it cannot parse; api/body_guard.py 413 to one over its limit.
 UNPARSABLE_BODY: dict[int | str, dict[str, Any]] = {
-    400: {"description": "the body could not be parsed (not JSON, or broken multipart)"}
+    400: {"description": "the body could not be parsed (not JSON, or broken multipart)"},
+    413: {"description": "the body is over FINRT_MAX_BODY_BYTES; it was not read"},
 }
 BAD_CHANNEL: dict[int | str, dict[str, Any]] = {
     400: {"description": "not a channel name (user:<id> or file:<id>), or not an event id"}

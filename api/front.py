@@ -11,15 +11,20 @@ measurements.
 
 from __future__ import annotations
 
-import uuid
+import logging
 
 from fastapi import FastAPI, HTTPException
+from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from api.middleware import request_id_of, send_json_error
 from api.routes.streams import open_stream
 from api.stream_request import parse_stream_request, stream_kind
 from core.logs import request_id
+from streams.hub import HubUnavailable
+
+log = logging.getLogger("finrt.api")
 
 
 class StreamFrontDoor:
@@ -34,8 +39,7 @@ class StreamFrontDoor:
         ):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
-        rid = given or uuid.uuid4().hex[:16]
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         try:
             try:
@@ -46,6 +50,18 @@ class StreamFrontDoor:
                 response = JSONResponse(
                     {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
                 )
+            except (RedisError, HubUnavailable) as exc:
+                # e.g. redeeming a ?ticket= while Redis is down: retry later, not a 500.
+                log.warning("stream not opened, Redis unreachable: %r", exc)
+                response = JSONResponse(
+                    {"detail": "Redis is unreachable; try again shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "2"},
+                )
+            except Exception:
+                log.exception("unhandled error opening %s", scope["path"])
+                await send_json_error(send, 500, "internal server error", rid)
+                return
             response.raw_headers.append((b"x-request-id", rid.encode("latin-1")))
             await response(scope, receive, send)
         finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.deps import authenticate_stream
@@ -44,7 +45,9 @@ class WebSocketSession:
     async def handle(self, raw: str | bytes | None) -> None:
         if raw is None or isinstance(raw, bytes):
             return self.error("frames must be JSON text")
-        if len(raw) > MAX_FRAME:
+        # ``finrt api`` sets the protocol's limit to MAX_FRAME (uvicorn's ws_max_size), so this
+        # only answers under a server that does not (a frame over it there is an error reply).
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_FRAME:
             return self.error(f"frame larger than {MAX_FRAME} bytes")
         try:
             message = orjson.loads(raw)
@@ -77,7 +80,7 @@ class WebSocketSession:
             await hub.join(sub, [channel])
         except HTTPException as exc:
             return self.error(f"{channel}: {exc.detail}")
-        except HubUnavailable:
+        except (HubUnavailable, RedisError):
             return self.error("event service unavailable, try again")
         self.reply({"type": "subscribed", "channel": channel})
 
@@ -94,6 +97,10 @@ async def websocket_route(ws: WebSocket) -> None:
         # 1013 "try again later": the identity provider's keys could not be fetched (503).
         code = 4001 if exc.status_code == 401 else 1013
         await ws.close(code=code, reason=str(exc.detail)[:100])
+        return
+    except RedisError:
+        # A ?ticket= cannot be redeemed while Redis is down: "try again later", not an error.
+        await ws.close(code=1013, reason="event service unavailable, try again")
         return
     hub = state.hub
     try:

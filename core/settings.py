@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # `limits` library ("100/second", "10 per minute"); empty for no limit.
     publish_rate: str = "100/second"
     upload_rate: str = "10/minute"
+    # What a client may cost before it is known (api/http_guard.py, api/body_guard.py):
+    # request line and headers, the time to send them, and a request body (uploads excepted:
+    # FINRT_UPLOAD_MAX_BYTES).
+    max_header_bytes: int = Field(32 * 1024, ge=4096)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
     log_json: bool = False
     log_level: str = "INFO"
     # Where people reach the service (the links `finrt dev` prints); empty: the local address.

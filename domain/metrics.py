@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any, Literal
 
 from domain.csv_import import FinancialRow
+from domain.numbers import check_precision, to_decimal
 from domain.periods import PERIODS, Period, next_period, period_of, period_sort_key
 
 __all__ = [
@@ -193,7 +194,8 @@ def validate_parameter(name: str, value: object) -> Decimal:
     if spec is None:
         known = ", ".join(sorted(PARAMETERS))
         raise ValueError(f"unknown parameter {name!r}; known parameters: {known}")
-    number = _to_decimal(name, value)
+    number = to_decimal(name, value)
+    check_precision(name, number)
     if not spec.min <= number <= spec.max:
         raise ValueError(f"{name} must be between {spec.min} and {spec.max} (got {number})")
     return number
@@ -283,24 +285,6 @@ def format_decimal(value: Decimal | None, unit: Unit) -> str | None:
     if quantized.is_zero():
         quantized = abs(quantized)
     return format(quantized, "f")
-
-
-def _to_decimal(name: str, value: object) -> Decimal:
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = Decimal(value)
-    elif isinstance(value, float | str):
-        text = str(value).strip()
-        try:
-            number = Decimal(text) if len(text) <= 64 else Decimal("NaN")
-        except InvalidOperation:
-            raise ValueError(f"{name} must be a number (got {text[:64]!r})") from None
-    else:
-        raise ValueError(f"{name} must be a number (got {type(value).__name__})")
-    if not number.is_finite():
-        raise ValueError(f"{name} must be a finite number (got {str(value)[:64]!r})")
-    return number
 
 
 def _role_totals(rows: Sequence[FinancialRow], view: Period) -> dict[str, dict[str, Decimal]]:

@@ -32,6 +32,7 @@ __all__ = [
     "ReportFormat",
     "build_report",
     "neutralise_cell",
+    "neutralise_csv_cell",
 ]
 
 ReportFormat = Literal["csv", "xlsx", "pdf"]
@@ -57,6 +58,24 @@ def neutralise_cell(text: str) -> str:
     if text.startswith(_FORMULA_STARTS) and not _NUMBER_RE.fullmatch(text):
         return "'" + text
     return text
+
+
+# Where a spreadsheet may split a CSV field: a semicolon locale splits on ";", some imports
+# on tabs. Every part after such a split must be as harmless as the whole field.
+_CSV_SEPARATORS = re.compile(r"([,;\t])")
+
+
+def neutralise_csv_cell(text: str) -> str:
+    """:func:`neutralise_cell` for the field and for every part a ``,``/``;``/tab split
+    would make of it (``q3;=1+1`` becomes ``q3;'=1+1``); parts are judged without the spaces
+    a spreadsheet may trim."""
+    pieces = _CSV_SEPARATORS.split(text)
+    for i in range(0, len(pieces), 2):  # the odd indexes hold the separators
+        part = pieces[i]
+        stripped = part.lstrip(" ")
+        if neutralise_cell(stripped) != stripped:
+            pieces[i] = part[: len(part) - len(stripped)] + "'" + stripped
+    return neutralise_cell("".join(pieces))
 
 
 def build_report(
@@ -118,7 +137,7 @@ def _text(value: str | Decimal | None, unit: Literal["money", "ratio"] = "money"
         return ""
     if isinstance(value, Decimal):
         return format_decimal(value, unit) or ""
-    return neutralise_cell(value)
+    return neutralise_csv_cell(value)
 
 
 def _build_csv(
@@ -129,7 +148,8 @@ def _build_csv(
     notify: Progress,
 ) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)
+    # Every field quoted: a reader splitting on another separator still sees one field.
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow([_text("Report"), _text(title)])
     writer.writerow([_text("Generated at"), _text(_timestamp(generated_at))])
     writer.writerow([_text("Currency"), _text(dashboard.currency)])

@@ -77,6 +77,7 @@ def api(
     """Run the API server (uvicorn)."""
     import uvicorn
 
+    from api.ws import MAX_FRAME
     from core.logs import log_config
 
     s = _settings()
@@ -86,7 +87,11 @@ def api(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with bounds on header size and time (api/http_guard.py).
+        http="api.http_guard:GuardedHttpToolsProtocol",
+        # A WebSocket message over the application's frame limit is refused by the protocol
+        # (close 1009) instead of being buffered first (uvicorn's default: 16 MiB).
+        ws_max_size=MAX_FRAME,
         log_config=log_config(s.log_level, s.log_json),
         timeout_graceful_shutdown=5,
         backlog=4096,

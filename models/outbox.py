@@ -102,7 +102,15 @@ def _publish_rows(session: Session, rows: list[OutboxEvent]) -> int:
             )
         except InvalidEvent as exc:
             # It can never be published (e.g. too large): set it aside, do not block the rest.
-            log.error("outbox row %s refused for good: %s", row.id, exc)
+            # Never silently: this line, and the row stays (prune_outbox keeps refused rows),
+            # counted by /metrics as finrt_outbox_refused_events.
+            log.error(
+                "outbox row %s (%s on %s) refused for good, not published: %s",
+                row.id,
+                row.type,
+                row.channel,
+                exc,
+            )
             event_id = REFUSED
         session.execute(
             update(OutboxEvent)
@@ -139,15 +147,27 @@ def sweep_outbox(url: str, *, older_than_seconds: float = 5.0, limit: int = 1000
         return _publish_rows(session, rows)
 
 
+def count_refused(url: str) -> int:
+    """Rows that could never be published (kept for an operator to look at)."""
+    from sqlalchemy import func
+
+    with session_factory(url)() as session:
+        found = session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.event_id == REFUSED)
+        )
+        return int(found or 0)
+
+
 def prune_outbox(url: str, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete published rows older than ``older_than``."""
-    from sqlalchemy import delete
+    """Delete published rows older than ``older_than``; refused rows are kept."""
+    from sqlalchemy import delete, or_
 
     with session_factory(url)() as session:
         result = session.execute(
             delete(OutboxEvent).where(
                 OutboxEvent.published_at.is_not(None),
                 OutboxEvent.published_at < utcnow() - older_than,
+                or_(OutboxEvent.event_id.is_(None), OutboxEvent.event_id != REFUSED),
             )
         )
         session.commit()

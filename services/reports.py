@@ -8,11 +8,12 @@ channel and on the requester's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.orm import Session
 
 from domain.reports import REPORT_EXTENSIONS
@@ -28,6 +29,7 @@ __all__ = [
     "REPORT_FORMATS",
     "FileNotReady",
     "current_period",
+    "discard_report",
     "download_name",
     "download_url",
     "enqueue_status",
@@ -36,6 +38,7 @@ __all__ = [
     "report_public",
     "request_report",
     "schedule_public",
+    "send_and_announce",
     "set_schedule",
     "status_event",
     "stored_name",
@@ -151,8 +154,11 @@ def request_report(
     job_id: str,
     *,
     schedule_key: str | None = None,
+    announce: bool = True,
 ) -> ReportExport:
-    """A queued report of a processed file, with its ``queued`` events."""
+    """A queued report of a processed file, with its ``queued`` events (or, with
+    ``announce=False``, without them: :func:`send_and_announce` sends its task and them
+    together, :func:`discard_report` removes it if the task could not be sent)."""
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(REPORT_FORMATS)}")
     if file.status != "processed":
@@ -168,8 +174,36 @@ def request_report(
     )
     session.add(report)
     session.flush()
-    enqueue_status(session, report, "queued", 0)
+    if announce:
+        enqueue_status(session, report, "queued", 0)
     return report
+
+
+def send_and_announce(url: str, report_id: int, send: Callable[[], None]) -> None:
+    """Send a report's task (``send``) and enqueue its ``queued`` events in one transaction
+    that holds the report's row (PostgreSQL: the row; SQLite: the write lock) while sending: a
+    worker starting at once waits for the commit to mark it running, so ``queued`` is always
+    the first event. If ``send`` raises, nothing is announced (and the caller discards the
+    report); the lock is then held for the task queue's few retries only."""
+    with session_scope(url) as session:
+        held = session.execute(
+            update(ReportExport)
+            .where(ReportExport.id == report_id, ReportExport.status == "queued")
+            .values(status="queued")
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(held) == 0:
+            raise RuntimeError(f"report {report_id} is not queued")
+        report = session.get(ReportExport, report_id, populate_existing=True)
+        assert report is not None
+        enqueue_status(session, report, "queued", 0)
+        send()
+
+
+def discard_report(url: str, report_id: int) -> None:
+    """Remove a report whose task could not be queued: no row, no event, as if never asked."""
+    with session_scope(url) as session:
+        session.execute(delete(ReportExport).where(ReportExport.id == report_id))
 
 
 def fail_report(url: str, report_id: int, reason: str, notify: bool = True) -> bool:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from api.deps import BearerToken, CurrentUser, StateDep
-from api.errors import BAD_CHANNEL, bad_request, forbidden
+from api.errors import BAD_CHANNEL, bad_request, forbidden, not_found
 from api.limits import rate_limited_response
 from api.routes.streams import authorize
+from api.state import AppState
+from models import File, session_scope
+from services.access import NotFound, parse_file_id
+from services.event_types import is_reserved
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent, control_envelope, format_id, parse_id
 from streams.history import plan_resume
@@ -57,7 +63,9 @@ class EventList(BaseModel):
 
 
 @router.get(
-    "/events/{channel}", response_model=EventList, responses={**BAD_CHANNEL, 403: {}, 404: {}}
+    "/events/{channel}",
+    response_model=EventList,
+    responses={**BAD_CHANNEL, 403: {}, 404: {}, 503: {"description": "Redis is unreachable"}},
 )
 async def list_events(
     channel: ChannelPath,
@@ -115,8 +123,14 @@ class EventCreated(BaseModel):
     response_model=EventCreated,
     responses={
         400: {"description": "not a channel name, or a body that could not be parsed"},
-        403: {"description": "the token lacks scope 'publish'"},
-        413: {"description": "the envelope is over FINRT_MAX_EVENT_BYTES"},
+        401: {"description": "missing, bad or expired token (checked before the body is read)"},
+        403: {
+            "description": "the token lacks scope 'publish', its 'channels' claim does not "
+            "cover the channel, or the type is reserved for the service's own events"
+        },
+        404: {"description": "a file channel of a file that does not exist"},
+        413: {"description": "the envelope is over FINRT_MAX_EVENT_BYTES, or the body too large"},
+        422: {"description": "a bad type, key or data (NaN, Infinity, numbers beyond a double)"},
         429: rate_limited_response("FINRT_PUBLISH_RATE"),
         503: {"description": "Redis is unreachable; nothing was published"},
     },
@@ -132,6 +146,18 @@ async def publish_event(
     if not principal.can("publish"):
         raise forbidden("publishing needs a token with scope 'publish'")
     channel = _channel(channel)
+    if is_reserved(event.type):
+        raise forbidden(
+            f"type {event.type!r} is reserved for events the service produces itself; "
+            "publish a type of your own"
+        )
+    if not principal.may_publish_to(channel):
+        raise forbidden(f"this token may not publish to {channel} (its 'channels' claim)")
+    if not finite(event.data):
+        raise HTTPException(
+            422, "data must not hold NaN, Infinity or numbers beyond a double (e.g. 1e999)"
+        )
+    await _file_exists(state, channel)
     await state.limits.check("publish", token)
     try:
         event_id = await state.publisher.publish(channel, event.type, event.data, event.key)
@@ -143,3 +169,38 @@ async def publish_event(
     except (RedisError, OSError) as exc:
         raise HTTPException(503, "Redis is unreachable; try again shortly") from exc
     return EventCreated(id=event_id)
+
+
+def finite(value: Any) -> bool:
+    """False if ``value`` holds a float that is not finite: JSON has no such number (Python's
+    parser takes ``NaN``, ``Infinity`` and ``1e999``; the envelope would carry ``null``)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return True
+
+
+async def _file_exists(state: AppState, channel: str) -> None:
+    """404 for ``file:<id>`` of no file (existence is cached briefly, like read grants)."""
+    kind, _, ident = channel.partition(":")
+    if kind != "file" or state.access.granted("", channel):
+        return
+
+    def _exists() -> bool:
+        try:
+            file_id = parse_file_id(ident)
+        except NotFound:
+            return False
+        with session_scope(state.settings.database_url) as session:
+            return session.get(File, file_id) is not None
+
+    if not await run_in_threadpool(_exists):
+        raise not_found(f"no such file: {channel}")
+    state.access.grant("", channel)  # "" is no user: this entry means "the file exists"

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
 from api.http_metrics import HttpCollector
+from models.outbox import count_refused
 from streams.metrics import HubCollector
 from workers.metrics import TaskDurations, durations_key, parse_durations
 from workers.outcomes import outcomes_key
@@ -36,6 +38,7 @@ router = APIRouter(tags=["operations"])
 
 # A scrape must answer even when Redis does not: the task series are then left out.
 REDIS_READ_TIMEOUT_SECONDS = 1.0
+DATABASE_READ_TIMEOUT_SECONDS = 3.0
 
 
 class TaskCollector(Collector):
@@ -72,6 +75,31 @@ class TaskCollector(Collector):
         for task, found in sorted(self.durations.items()):
             durations.add_metric([task], found.buckets(), sum_value=found.sum)
         yield durations
+
+
+class OutboxCollector(Collector):
+    """Events the outbox could never publish (too large, say): each is logged and kept."""
+
+    def __init__(self, refused: int | None) -> None:
+        self.refused = refused
+
+    def collect(self) -> Iterator[Metric]:
+        if self.refused is not None:
+            yield GaugeMetricFamily(
+                "finrt_outbox_refused_events",
+                "Outbox events that could never be published (e.g. over FINRT_MAX_EVENT_BYTES); "
+                "kept in the outbox table with event_id 'refused', fleet-wide.",
+                value=self.refused,
+            )
+
+
+async def _read_refused(state: StateDep) -> int | None:
+    try:
+        async with asyncio.timeout(DATABASE_READ_TIMEOUT_SECONDS):
+            return await run_in_threadpool(count_refused, state.settings.database_url)
+    except Exception as exc:
+        log.warning("outbox metrics not read from the database: %s", type(exc).__name__)
+        return None
 
 
 class LoopCollector(Collector):
@@ -117,12 +145,14 @@ async def _read_tasks(
 async def metrics(state: StateDep, request: Request) -> Response:
     """Prometheus metrics: streams of this process, Celery tasks of the fleet."""
     outcomes, durations = await _read_tasks(state)
+    refused = await _read_refused(state)
     # A registry per scrape: nothing global, and every value is read as of this request.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(state.hub))
     registry.register(TaskCollector(outcomes, durations))
     registry.register(LoopCollector())
     registry.register(HttpCollector(request.app.state.http_stats))
+    registry.register(OutboxCollector(refused))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

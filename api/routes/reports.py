@@ -72,10 +72,18 @@ def _create(s: Settings, user_id: str, file_id: str, fmt: str) -> tuple[int, str
     with session_scope(s.database_url) as session:
         file = reader_file(session, user_id, file_id)
         try:
-            report = service.request_report(session, file, user_id, fmt, str(uuid.uuid4()))
+            report = service.request_report(
+                session, file, user_id, fmt, str(uuid.uuid4()), announce=False
+            )
         except service.FileNotReady as exc:
             raise HTTPException(409, str(exc)) from exc
         return report.id, report.job_id
+
+
+def _send(s: Settings, report_id: int, job_id: str) -> None:
+    service.send_and_announce(
+        s.database_url, report_id, lambda: send_generate_report(s, report_id, job_id)
+    )
 
 
 @router.post(
@@ -86,7 +94,7 @@ def _create(s: Settings, user_id: str, file_id: str, fmt: str) -> tuple[int, str
         403: {},
         404: {},
         409: {"description": "the file is not processed"},
-        503: {"description": "the task queue is unreachable"},
+        503: {"description": "the task queue is unreachable; nothing was stored or sent"},
     },
 )
 async def request_report(
@@ -96,12 +104,13 @@ async def request_report(
     channel and the caller's."""
     s = state.settings
     report_id, job_id = await run_in_threadpool(_create, s, principal.user_id, file_id, body.format)
+    # The row is stored without events; they follow only once its task is queued, so a
+    # request refused with 503 leaves nothing behind (no row, no event).
     try:
-        await run_in_threadpool(send_generate_report, s, report_id, job_id)
+        await run_in_threadpool(_send, s, report_id, job_id)
     except Exception:
-        log.exception("could not queue report %s", report_id)
-        reason = "the task queue was unreachable"
-        await run_in_threadpool(service.fail_report, s.database_url, report_id, reason, False)
+        log.exception("could not queue report %s; discarding it", report_id)
+        await run_in_threadpool(service.discard_report, s.database_url, report_id)
         raise HTTPException(503, "the task queue is unreachable; try again shortly") from None
     return ReportAccepted(report_id=report_id, job_id=job_id)
 

@@ -30,6 +30,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"description": "unknown file"},
     422: {"description": "a token, ticket or Last-Event-ID longer than its limit"},
     429: {"description": "too many open streams for this user"},
+    503: {"description": "Redis is unreachable; try again shortly"},
 }
 
 
@@ -145,7 +146,12 @@ class TicketPublic(BaseModel):
     expires_in: int
 
 
-@router.post("/stream/tickets", status_code=201, response_model=TicketPublic)
+@router.post(
+    "/stream/tickets",
+    status_code=201,
+    response_model=TicketPublic,
+    responses={503: {"description": "Redis is unreachable; no ticket was made"}},
+)
 async def create_ticket(state: StateDep, principal: CurrentUser) -> TicketPublic:
     """A single-use ticket (valid 60 s) for ``?ticket=`` on a stream URL."""
     ttl = state.settings.ticket_ttl_seconds

@@ -85,7 +85,7 @@ async def test_publishing_over_the_rate_is_429_and_publishes_nothing(start_api, 
         for n in range(3):
             r = await client.post(
                 f"/api/v1/events/{channel}",
-                json={"type": "metric_update", "data": {"n": n}},
+                json={"type": "price_tick", "data": {"n": n}},
                 headers=_bearer(service),
             )
             assert r.status_code == 202, r.text
@@ -93,7 +93,7 @@ async def test_publishing_over_the_rate_is_429_and_publishes_nothing(start_api, 
         for _ in range(2):
             refused = await client.post(
                 f"/api/v1/events/{channel}",
-                json={"type": "metric_update", "data": {"n": "refused"}},
+                json={"type": "price_tick", "data": {"n": "refused"}},
                 headers=_bearer(service),
             )
             _retry_after(refused, 60)
@@ -110,14 +110,14 @@ async def test_publishing_over_the_rate_is_429_and_publishes_nothing(start_api, 
         for other in (same_service, other_service):
             r = await client.post(
                 f"/api/v1/events/{channel}",
-                json={"type": "metric_update", "data": {"n": "other token"}},
+                json={"type": "price_tick", "data": {"n": "other token"}},
                 headers=_bearer(other),
             )
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
         again = await client.post(
             f"/api/v1/events/{channel}",
-            json={"type": "metric_update", "data": {"n": "refused"}},
+            json={"type": "price_tick", "data": {"n": "refused"}},
             headers=_bearer(service),
         )
         _retry_after(again, 60)
@@ -138,7 +138,7 @@ async def test_the_publish_rate_is_shared_by_every_api_process(
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             r = await client.post(
                 f"/api/v1/events/{channel}",
-                json={"type": "metric_update", "data": {}},
+                json={"type": "price_tick", "data": {}},
                 headers=_bearer(service),
             )
             statuses.append(r.status_code)
@@ -156,7 +156,7 @@ async def test_retry_after_is_honest_and_refusals_take_no_budget(start_api, toke
     server = start_api(publish_rate="2 per 3 seconds")
     channel = f"user:{user}"
     service = _bearer(token(f"{user}-svc", scope="publish"))
-    body = {"type": "metric_update", "data": {}}
+    body = {"type": "price_tick", "data": {}}
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         for _ in range(2):
             r = await client.post(f"/api/v1/events/{channel}", json=body, headers=service)
@@ -183,7 +183,7 @@ async def test_an_empty_rate_means_no_limit_for_that_action_only(
         for _ in range(5):
             r = await client.post(
                 f"/api/v1/events/user:{user}",
-                json={"type": "metric_update", "data": {}},
+                json={"type": "price_tick", "data": {}},
                 headers=_bearer(service),
             )
             assert r.status_code == 202, r.text
@@ -237,7 +237,7 @@ async def test_without_redis_the_limits_let_requests_meet_the_clear_503(start_ap
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             published = await client.post(
                 f"/api/v1/events/user:{user}",
-                json={"type": "metric_update", "data": {}},
+                json={"type": "price_tick", "data": {}},
                 headers=_bearer(token(f"{user}-svc", scope="publish")),
             )
             uploaded = await _upload(client, token(user))
@@ -294,13 +294,13 @@ async def test_an_event_over_the_byte_limit_is_413_and_not_published(start_api, 
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         small = await client.post(
             f"/api/v1/events/{channel}",
-            json={"type": "metric_update", "data": {"p": "x" * 500}},
+            json={"type": "price_tick", "data": {"p": "x" * 500}},
             headers=service,
         )
         assert small.status_code == 202, small.text
         big = await client.post(
             f"/api/v1/events/{channel}",
-            json={"type": "metric_update", "data": {"p": "y" * 1100}},
+            json={"type": "price_tick", "data": {"p": "y" * 1100}},
             headers=service,
         )
         assert big.status_code == 413, big.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -200,3 +201,40 @@ async def test_a_report_not_ready_is_409_and_a_file_not_processed_refuses_report
     assert download.status_code == 409 and "queued" in download.json()["detail"]
     assert refused.status_code == 409 and "processing" in refused.json()["detail"]
     assert bad_format.status_code == 422
+
+
+DANGEROUS_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_parts(rows: list[list[str]]) -> list[str]:
+    """Every field, and every part a spreadsheet splitting on , ; or tab would make of it,
+    that it would read as a formula (numbers excepted)."""
+    found = []
+    for row in rows:
+        for cell in row:
+            for part in [cell, *re.split(r"[,;\t]", cell)]:
+                part = part.lstrip(" ")
+                if part.startswith(DANGEROUS_STARTS) and not re.fullmatch(r"-?\d+(\.\d+)?", part):
+                    found.append(part)
+    return found
+
+
+async def test_csv_report_of_a_formula_named_file_holds_no_formula_in_any_split(
+    producers_api, celery_worker, worker_env, owner
+):
+    base, headers = producers_api.url, auth(worker_env, owner)
+    name = "q3;=1+1;@SUM(1), -2+3\t+cmd.csv"
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await upload_csv(client, base, headers, sample_csv(2), name)
+        file_id = response.json()["file_id"]
+        detail = await wait_for(client, f"{base}/api/v1/files/{file_id}", headers, finished)
+        assert detail["status"] == "processed", detail
+        status, download = await _report(client, base, headers, file_id, "csv")
+    assert status["status"] == "ready", status
+    text = download.content.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][1].startswith("FinVision report: q3;")  # the name is there, made harmless
+    assert _formula_parts(rows) == []
+    # Every field is quoted; read as a semicolon-locale spreadsheet would, still no formula.
+    assert text.splitlines()[0].startswith('"Report","FinVision report: q3;')
+    assert _formula_parts(list(csv.reader(io.StringIO(text), delimiter=";"))) == []

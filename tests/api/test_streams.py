@@ -207,7 +207,7 @@ async def test_history_endpoint_and_publish_scope(api, token, user):
         service = {"Authorization": f"Bearer {token('svc', scope='publish')}"}
         r = await client.post(
             f"/api/v1/events/{channel}",
-            json={"type": "metric_update", "data": {"v": 1}, "key": "v"},
+            json={"type": "price_tick", "data": {"v": 1}, "key": "v"},
             headers=service,
         )
         assert r.status_code == 202

@@ -18,6 +18,7 @@ from domain.reports import (
     ReportFormat,
     build_report,
     neutralise_cell,
+    neutralise_csv_cell,
 )
 from domain.sample import sample_csv
 
@@ -178,3 +179,19 @@ def test_content_types_and_extensions_cover_every_format() -> None:
     assert set(REPORT_CONTENT_TYPES) == set(REPORT_EXTENSIONS) == {"csv", "xlsx", "pdf"}
     assert REPORT_CONTENT_TYPES["pdf"] == "application/pdf"
     assert REPORT_EXTENSIONS["xlsx"] == ".xlsx"
+
+
+@pytest.mark.parametrize(
+    ("given", "made"),
+    [
+        ("q3;=1+1;@SUM(1).csv", "q3;'=1+1;'@SUM(1).csv"),
+        ("a, =b", "a, '=b"),
+        ("a\t+b", "a\t'+b"),
+        (" =x", " '=x"),
+        ("=a;b", "'=a;b"),
+        ("-100.50", "-100.50"),
+        ("plain; text, here", "plain; text, here"),
+    ],
+)
+def test_neutralise_csv_cell_covers_every_separator_split_part(given: str, made: str) -> None:
+    assert neutralise_csv_cell(given) == made

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import socket
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from api.ws import MAX_FRAME
 from streams.channels import CHANNEL_RE
 from tests.hardening import figures
 
@@ -329,6 +331,10 @@ def _ws_url(api, **params: str) -> str:
     return f"ws://127.0.0.1:{api.port}/api/v1/ws?{query}"
 
 
+def _frame_bytes(frame: str | bytes) -> int:
+    return len(frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame)
+
+
 class Socket:
     """One WebSocket, reopened when the server closed it cleanly."""
 
@@ -336,6 +342,7 @@ class Socket:
         self.url = url
         self.ws: ClientConnection = self._connect()
         self.reopened = 0
+        self.oversized = 0  # frames over MAX_FRAME sent: each must close the socket (1009)
 
     def _connect(self) -> ClientConnection:
         return connect(self.url, open_timeout=10, max_size=None, close_timeout=2)
@@ -348,16 +355,26 @@ class Socket:
         return doc
 
     def send(self, frame: str | bytes) -> dict | None:
-        """Send a frame; its reply, or None when the server closed the socket cleanly."""
+        """Send a frame; its reply, or None when the server closed the socket cleanly.
+
+        A frame over the server's MAX_FRAME bytes is refused by the WebSocket protocol itself
+        (uvicorn's ws_max_size): the socket is closed with 1009 (message too big) and reopened
+        here. Any other close is an error the server should have answered instead.
+        """
         SENT["ws"] += 1
+        too_big = _frame_bytes(frame) > MAX_FRAME
+        self.oversized += too_big
         try:
             self.ws.send(frame)
-            return self.recv()
+            reply = self.recv()
         except ConnectionClosed as exc:
-            assert exc.rcvd is not None and exc.rcvd.code in (1000, 1009, 1008), exc
+            assert exc.rcvd is not None, exc
+            assert exc.rcvd.code == (1009 if too_big else 1000), (exc, _frame_bytes(frame))
             self.ws = self._connect()
             self.reopened += 1
             return None
+        assert not too_big, ("a frame over the limit was answered", _frame_bytes(frame), reply)
+        return reply
 
     def ping(self) -> None:
         self.ws.send('{"type":"ping"}')
@@ -443,7 +460,8 @@ def test_ws_hostile_frames(ws, user, make_file, token):
         "channel": f"user:{user}",
     }
     ws.ping()
-    assert ws.reopened == 0, "the server closed the socket on an error it should have answered"
+    assert ws.oversized > 0
+    assert ws.reopened == ws.oversized, "the server closed the socket on an error to answer"
 
 
 def test_ws_bad_credentials_close_4001(api):
@@ -486,6 +504,48 @@ def _strict_json(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # Python's json takes NaN/Infinity, orjson not
 
 
+def _double(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON the server refuses (beyond a double)
+        raise ValueError(text)
+    return value
+
+
+def _integer(text: str) -> int:
+    value = int(text)
+    _double(str(float(value)) if abs(value) < 10**308 else "inf")
+    return value
+
+
+def _lone_surrogate(doc: object) -> bool:
+    todo = [doc]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and any("\ud800" <= ch <= "\udfff" for ch in item):
+            return True
+    return False
+
+
+def _as_server_reads(frame: str | bytes) -> object | None:
+    """The frame's JSON as the server takes it, or None when it refuses the frame: binary
+    frames, frames over MAX_FRAME bytes, and what is not strict JSON (NaN and Infinity,
+    numbers beyond a double, strings with a lone surrogate)."""
+    if not isinstance(frame, str) or _frame_bytes(frame) > MAX_FRAME:
+        return None
+    try:
+        doc = json.loads(
+            frame, parse_constant=_strict_json, parse_float=_double, parse_int=_integer
+        )
+    except (ValueError, OverflowError, RecursionError):
+        return None
+    return None if _lone_surrogate(doc) else doc
+
+
 def test_ws_generated_frames(ws, user):
     mine = f"user:{user}"
     runs: list[str] = []
@@ -499,10 +559,7 @@ def test_ws_generated_frames(ws, user):
     @given(frame=_frames)
     def fuzz(frame: str | bytes) -> None:
         reply = ws.send(frame)
-        doc = None
-        if isinstance(frame, str):
-            with contextlib.suppress(ValueError):
-                doc = json.loads(frame, parse_constant=_strict_json)
+        doc = _as_server_reads(frame)
         good = isinstance(doc, dict) and (
             doc.get("type") == "ping"
             or (doc.get("type") == "subscribe" and doc.get("channel") == mine)
@@ -522,7 +579,23 @@ def test_ws_generated_frames(ws, user):
     fuzz()
     print(f"\nWebSocket generated frames: {len(runs)}, replies {sorted(set(runs))}")
     assert len(runs) >= 30
-    assert ws.reopened == 0
+    assert ws.reopened == ws.oversized
+
+
+def test_ws_frame_limit_is_exact(ws, user):
+    """A well-formed ping of exactly MAX_FRAME bytes is answered; one byte more closes the
+    socket with 1009 before the server buffers it (the hypothesis case of issue 21)."""
+    base = json.dumps({"type": "ping", "channel": ""})
+    fits = json.dumps({"type": "ping", "channel": "x" * (MAX_FRAME - len(base))})
+    assert _frame_bytes(fits) == MAX_FRAME
+    assert ws.send(fits) == {"type": "pong"}
+    over = json.dumps({"type": "ping", "channel": "x" * (MAX_FRAME - len(base) + 1)})
+    assert ws.send(over) is None and ws.reopened == 1
+    # The limit counts bytes, not characters: 2100 "é" are 4200 bytes of UTF-8.
+    wide = json.dumps({"type": "ping", "channel": "é" * 2100}, ensure_ascii=False)
+    assert len(wide) < MAX_FRAME < _frame_bytes(wide)
+    assert ws.send(wide) is None and ws.reopened == 2
+    ws.ping()
 
 
 # -- regressions: bugs the fuzzing found ----------------------------------------------------

@@ -1,0 +1,35 @@
+"""The event types this service produces itself. Publishing them over HTTP is refused: a
+client could otherwise fake a notification toast, a badge count or a metric (and a ``key``
+that supersedes the real event)."""
+
+from __future__ import annotations
+
+SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        # notifications (services/notifications.py)
+        "notification",
+        "notification_read",
+        "notification_dismissed",
+        "notifications_read_all",
+        # files, dashboards and reports (workers/, services/files.py, services/reports.py)
+        "file_processing",
+        "job_progress",
+        "financial_data_update",
+        "metric_update",
+        "chart_data_update",
+        "parameter_update",
+        "report_status",
+        # made by the streams themselves, or WebSocket replies an event must not look like
+        "reset",
+        "auth_expired",
+        "ping",
+        "pong",
+        "subscribed",
+        "unsubscribed",
+        "error",
+    }
+)
+
+
+def is_reserved(event_type: str) -> bool:
+    return event_type in SERVICE_EVENT_TYPES
