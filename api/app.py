@@ -18,6 +18,7 @@ from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
 from api.routes import events, files, health, metrics, notifications, page, reports, streams
 from api.state import AppState
+from api.write_gate import WriteGate
 from core.settings import Settings, get_settings
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
+    app.add_middleware(WriteGate)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics.router)
