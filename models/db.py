@@ -64,7 +64,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
         return engine
     kwargs.update(pool_size=10, max_overflow=20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _pg_origin(dbapi_conn: Any, _record: Any) -> None:
+        # The database-events triggers (migration 0006) record changes made by other clients;
+        # the application's writes publish their own events through the outbox, so they are
+        # marked as ours and the triggers leave them alone: every change publishes once.
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET finrt.origin = 'app'")
+        dbapi_conn.commit()
+
+    return engine
 
 
 @lru_cache(maxsize=4)

@@ -50,6 +50,7 @@ __all__ = [
     "lock_snapshot",
     "owner_of",
     "read_rows",
+    "recalculate",
     "role_of",
     "set_parameter",
     "stored_dashboard",
@@ -255,6 +256,19 @@ def _chart_event(series: ChartSeries) -> dict[str, Any]:
 
 def stored_dashboard(snapshot: DashboardSnapshot) -> Dashboard | None:
     return Dashboard.from_json(snapshot.data) if snapshot.data else None
+
+
+def recalculate(session: Session, file_id: int) -> tuple[list[str], list[str]] | None:
+    """Rebuild a processed file's dashboard from its stored rows and parameters (after a change
+    made outside the application); enqueue what changed. None if the file is not processed."""
+    file = session.get(File, file_id)
+    if file is None or file.status != "processed":
+        return None
+    snapshot = lock_snapshot(session, file_id)
+    old = stored_dashboard(snapshot)
+    new = build_dashboard(read_rows(session, file_id), load_parameters(session, file_id))
+    snapshot.data = new.to_json()
+    return enqueue_dashboard_events(session, file_id, old, new)
 
 
 # -- parameters ------------------------------------------------------------------------------
