@@ -35,6 +35,7 @@ log = logging.getLogger("finrt.outbox")
 
 _INFO_KEY = "finrt_outbox_channels"
 _COMMITTED_KEY = "finrt_outbox_committed"
+_ENQUEUED_KEY = "finrt_outbox_enqueued"
 REFUSED = "refused"  # event_id of a row that can never be published
 
 
@@ -74,7 +75,16 @@ def enqueue(
     session.add(row)
     channels: set[str] = session.info.setdefault(_INFO_KEY, set())
     channels.add(channel)
+    done: set[tuple[str, str, str | None]] = session.info.setdefault(_ENQUEUED_KEY, set())
+    done.add((channel, type, key))
     return row
+
+
+def enqueued(session: Session) -> set[tuple[str, str, str | None]]:
+    """``(channel, type, key)`` of the events enqueued in the session's transaction so far
+    (models/change_events.py publishes a change only if none of these covers it)."""
+    found: set[tuple[str, str, str | None]] = session.info.get(_ENQUEUED_KEY, set())
+    return found
 
 
 @event.listens_for(Session, "after_commit")
@@ -84,6 +94,7 @@ def _remember_commit(session: Session) -> None:
     # Note the channels; they are published once the connection is back in the pool.
     if session.in_nested_transaction():  # a savepoint was released; the commit comes later
         return
+    session.info.pop(_ENQUEUED_KEY, None)
     channels: set[str] | None = session.info.pop(_INFO_KEY, None)
     if channels:
         url = session.get_bind().engine.url.render_as_string(hide_password=False)
@@ -110,6 +121,7 @@ def _publish_after_release(session: Session, transaction: SessionTransaction) ->
 def _forget_on_rollback(session: Session) -> None:
     if not session.in_nested_transaction():
         session.info.pop(_INFO_KEY, None)
+        session.info.pop(_ENQUEUED_KEY, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,9 +110,13 @@ class Relay:
             while not self.stop.is_set():
                 woken = False
                 wait = self.debounce.next_in(self.poll_seconds)
-                for note in conn.notifies(timeout=wait, stop_after=BATCH):
+                # Wake at the first notification, then take those already queued behind it.
+                for note in conn.notifies(timeout=wait, stop_after=1):
                     woken = True
                     self._note(note.payload)
+                if woken:
+                    for note in conn.notifies(timeout=0.001, stop_after=BATCH):
+                        self._note(note.payload)
                 if woken:
                     self._flush()
                 for file_id in self.debounce.take_due():
