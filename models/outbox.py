@@ -17,7 +17,7 @@ import logging
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -198,15 +198,26 @@ def _publish_rows(url: str, rows: list[_Row]) -> int:
     return len(done)
 
 
-def flush_outbox(url: str, channels: set[str] | None = None, *, limit: int = 1000) -> int:
-    """Publish unpublished rows (of ``channels``, or all), oldest first; returns how many."""
+def flush_outbox(
+    url: str,
+    channels: set[str] | None = None,
+    *,
+    limit: int = 1000,
+    seen: Callable[[str, str, str], None] | None = None,
+) -> int:
+    """Publish unpublished rows (of ``channels``, or all), oldest first; returns how many.
+
+    ``seen(channel, type, data_json)`` is called for each row about to be published.
+    """
     query = select(OutboxEvent).where(OutboxEvent.published_at.is_(None))
     if channels is not None:
         query = query.where(OutboxEvent.channel.in_(sorted(channels)))
     with _channel_turn(channels):
-        return _publish_rows(
-            url, _read_unpublished(url, query.order_by(OutboxEvent.id).limit(limit))
-        )
+        rows = _read_unpublished(url, query.order_by(OutboxEvent.id).limit(limit))
+        if seen is not None:
+            for row in rows:
+                seen(row.channel, row.type, row.data)
+        return _publish_rows(url, rows)
 
 
 def sweep_outbox(url: str, *, older_than_seconds: float = 5.0, limit: int = 1000) -> int:

@@ -15,6 +15,7 @@ published by the new one (it catches up at once) or by the outbox sweeper.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ log = logging.getLogger("finrt.relay")
 LISTEN_CHANNEL = "finrt_outbox"
 LOCK_CLASS = 0x66696E  # "fin": the advisory lock's first key; the second is the schema's hash
 BATCH = 1000
+RECALC_TYPES = frozenset({"financial_data_update", "parameter_update"})
 
 
 def psycopg_dsn(url: str) -> str:
@@ -136,8 +138,18 @@ class Relay:
             self.debounce.changed(file_id)
 
     def _flush(self) -> None:
-        while flush_outbox(self.url, limit=BATCH) >= BATCH:
+        while flush_outbox(self.url, limit=BATCH, seen=self._seen) >= BATCH:
             pass
+
+    def _seen(self, channel: str, type: str, data: str) -> None:
+        # Also from the rows: a change committed while no relay listened (its notification
+        # went to nobody) is recalculated when the next relay catches up.
+        if type not in RECALC_TYPES or '"source": "database"' not in data:
+            return
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
+            file_id = orjson.loads(data).get("file_id")
+            if isinstance(file_id, int):
+                self.debounce.changed(file_id)
 
 
 def run_relay(settings: Settings) -> None:

@@ -268,3 +268,27 @@ def test_relay_killed_mid_burst_publishes_exactly_once_and_two_relays_never_both
     events = stored(channel)
     assert len(events) == statements, f"{len(events)} events for {statements} statements"
     assert all(e["type"] == "financial_data_update" for e in events)
+
+
+async def test_a_change_made_while_no_relay_runs_is_published_and_recalculated_at_catch_up(
+    producers_api: ApiServer, celery_worker: Any, worker_env: dict[str, str], start_relay: Any
+) -> None:
+    user = f"dbc{time.monotonic_ns()}"
+    file_id = await processed_file(producers_api, worker_env, user)
+    with outside() as conn:
+        conn.execute(
+            "UPDATE financial_rows SET amount = '3000.00' "
+            "WHERE file_id = %s AND period = '2026-02' AND line_item = 'revenue'",
+            (file_id,),
+        )
+        conn.commit()
+    url = f"{producers_api.url}/api/v1/stream/files/{file_id}"
+    async with sse(url, make_token(worker_env, user)) as stream:
+        await assert_quiet(stream, 1)  # nobody relays yet
+        start_relay()
+        seen = await events_until(
+            stream, lambda got: any(e.event == "metric_update" for e in got), 60
+        )
+    assert seen[0].event == "financial_data_update", seen
+    revenue = [e.envelope["data"] for e in seen if e.event == "metric_update"]
+    assert any(m["name"] == "revenue" and m["value"].startswith("3000") for m in revenue), revenue
