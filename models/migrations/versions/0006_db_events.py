@@ -53,9 +53,10 @@ BEGIN
     NULL, p_file);
 END $$;
 
--- One event per file and statement type of each SQL statement, with the rows it touched (an
--- UPDATE sees each row twice, old and new) and the periods. Each branch names only the
--- transition tables its trigger has (a missing one fails at plan time, even unreached).
+-- One event per file and statement type of each SQL statement, with the rows it touched and
+-- the periods (grouped by period first: hashing, not sorting, the statement's rows). Each
+-- branch names only the transition tables its trigger has (a missing one fails at plan time,
+-- even unreached).
 CREATE OR REPLACE FUNCTION finrt_financial_rows_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   r record;
@@ -65,31 +66,39 @@ BEGIN
   END IF;
   IF TG_OP = 'INSERT' THEN
     FOR r IN
-      SELECT file_id, statement, greatest(sum(is_new), sum(1 - is_new)) AS n,
-             count(DISTINCT period) AS periods_total,
-             (array_agg(DISTINCT period ORDER BY period))[1:100] AS periods
-      FROM (SELECT file_id, statement, period, 1 AS is_new FROM finrt_new) AS changed
+      SELECT file_id, statement, sum(n)::bigint AS n, count(*) AS periods_total,
+             (array_agg(period ORDER BY period))[1:100] AS periods
+      FROM (SELECT file_id, statement, period, count(*) AS n
+            FROM (SELECT file_id, statement, period FROM finrt_new) AS changed
+            GROUP BY file_id, statement, period) AS by_period
       GROUP BY file_id, statement ORDER BY file_id, statement
     LOOP
       PERFORM finrt_financial_emit(r.file_id, r.statement, r.n, r.periods_total, r.periods);
     END LOOP;
   ELSIF TG_OP = 'DELETE' THEN
     FOR r IN
-      SELECT file_id, statement, greatest(sum(is_new), sum(1 - is_new)) AS n,
-             count(DISTINCT period) AS periods_total,
-             (array_agg(DISTINCT period ORDER BY period))[1:100] AS periods
-      FROM (SELECT file_id, statement, period, 0 AS is_new FROM finrt_old) AS changed
+      SELECT file_id, statement, sum(n)::bigint AS n, count(*) AS periods_total,
+             (array_agg(period ORDER BY period))[1:100] AS periods
+      FROM (SELECT file_id, statement, period, count(*) AS n
+            FROM (SELECT file_id, statement, period FROM finrt_old) AS changed
+            GROUP BY file_id, statement, period) AS by_period
       GROUP BY file_id, statement ORDER BY file_id, statement
     LOOP
       PERFORM finrt_financial_emit(r.file_id, r.statement, r.n, r.periods_total, r.periods);
     END LOOP;
   ELSE
+    -- The new rows, and the old ones that left their file, statement or period.
     FOR r IN
-      SELECT file_id, statement, greatest(sum(is_new), sum(1 - is_new)) AS n,
-             count(DISTINCT period) AS periods_total,
-             (array_agg(DISTINCT period ORDER BY period))[1:100] AS periods
-      FROM (SELECT file_id, statement, period, 0 AS is_new FROM finrt_old
-            UNION ALL SELECT file_id, statement, period, 1 FROM finrt_new) AS changed
+      SELECT file_id, statement, sum(n)::bigint AS n, count(*) AS periods_total,
+             (array_agg(period ORDER BY period))[1:100] AS periods
+      FROM (SELECT file_id, statement, period, count(*) AS n
+            FROM (SELECT file_id, statement, period FROM finrt_new
+            UNION ALL
+            SELECT o.file_id, o.statement, o.period
+            FROM finrt_old AS o JOIN finrt_new AS w ON w.id = o.id
+            WHERE (o.file_id, o.statement, o.period)
+                  IS DISTINCT FROM (w.file_id, w.statement, w.period)) AS changed
+            GROUP BY file_id, statement, period) AS by_period
       GROUP BY file_id, statement ORDER BY file_id, statement
     LOOP
       PERFORM finrt_financial_emit(r.file_id, r.statement, r.n, r.periods_total, r.periods);
