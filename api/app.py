@@ -38,6 +38,7 @@ from api.routes import (
     streams,
 )
 from api.state import AppState
+from api.write_gate import WriteGate
 from core.settings import Settings, get_settings
 from streams.hub import Hub, HubUnavailable
 from streams.publish import AsyncPublisher
@@ -113,7 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
 
     app.state.http_stats = HttpStats()
-    # Added first, so inside the request id middleware: its refusals carry the id.
+    # Innermost first: a write waits for its turn (api/write_gate.py) only once the body guard
+    # let it through; the request id middleware is outermost, so every refusal carries the id.
+    app.add_middleware(WriteGate)
     app.add_middleware(BodyGuardMiddleware)
     app.add_middleware(RequestIdMiddleware, stats=app.state.http_stats)
     app.add_exception_handler(RedisError, _redis_down)

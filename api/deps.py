@@ -42,8 +42,10 @@ async def get_settings(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with session_scope(settings.database_url) as session:
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
+    # A GET only reads: it needs no turn at the database's write lock (SQLite).
+    read_only = request.method in ("GET", "HEAD")
+    with session_scope(settings.database_url, read_only=read_only) as session:
         yield session
 
 

@@ -17,6 +17,7 @@ TARGETS = {
     "per-user": ["none lost", "p99 <= 20 ms"],
     "resume": ["caught up <= 200 ms"],
     "e2e-celery": ["p99 <= 50 ms"],
+    "db-events": ["triggers <= 10% slower", "psql UPDATE published p99 <= 50 ms"],
 }
 
 
@@ -146,6 +147,17 @@ def _e2e_cell(res: dict[str, Any]) -> Cell:
     ]
 
 
+def _db_events_cell(res: dict[str, Any]) -> Cell:
+    return [
+        f"insert {res.get('insert_rows_s_with')}/{res.get('insert_rows_s_without')} rows/s "
+        f"({res.get('insert_slowdown_pct')}% slower)",
+        f"update {res.get('update_rows_s_with')}/{res.get('update_rows_s_without')} rows/s "
+        f"({res.get('update_slowdown_pct')}% slower)",
+        f"UPDATE->published p50 {ms(res.get('latency_p50_ms'))}, "
+        f"p99 {ms(res.get('latency_p99_ms'))}",
+    ]
+
+
 def verdict(name: str, ours: dict[str, Any] | None, base: dict[str, Any] | None) -> Cell:
     if not ours or "error" in ours or "skipped" in ours:
         return ["-"]
@@ -188,6 +200,10 @@ def verdict(name: str, ours: dict[str, Any] | None, base: dict[str, Any] | None)
     elif name == "e2e-celery":
         check(p99 <= 50, "p99")
         check(lost == 0, "lost")
+    elif name == "db-events":
+        check(_num(ours.get("insert_slowdown_pct")) <= 10, "insert cost")
+        check(_num(ours.get("update_slowdown_pct")) <= 10, "update cost")
+        check(_num(ours.get("latency_p99_ms")) <= 50, "latency")
     return ["PASS"] if not fails else ["FAIL:", *fails]
 
 
@@ -220,6 +236,8 @@ def describe(name: str, params: dict[str, Any]) -> Cell:
             f"{p['e2e_subs']} subs, {p['e2e_events']} ev",
             f"@ {p['e2e_rate']:.0f}/s from a task",
         ]
+    if name == "db-events":
+        return [name, "financial rows by psycopg", "with/without triggers"]
     return [name]
 
 
@@ -231,6 +249,7 @@ CELLS: dict[str, Callable[[dict[str, Any]], Cell]] = {
     "capacity": _capacity_cell,
     "resume": _resume_cell,
     "e2e-celery": _e2e_cell,
+    "db-events": _db_events_cell,
 }
 
 

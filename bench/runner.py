@@ -54,6 +54,7 @@ SCENARIOS = (
     "per-user",
     "resume",
     "e2e-celery",
+    "db-events",
 )
 BASELINE_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "capacity"}
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -726,6 +727,26 @@ class Bench:
                 await asyncio.to_thread(worker_proc.stop)
             await target.stop()
 
+    async def s_db_events(self, target: Target) -> dict[str, Any]:
+        """bench/db_events.py in a process of its own (it sets the FINRT_ environment)."""
+        if target.name != "ours":
+            raise Skip("not measured for the baseline")
+        env = {**os.environ, **self.env}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [PYTHON, "-m", "bench.db_events"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if "skipped" in result:
+            raise Skip(result["skipped"])
+        return result
+
     # -- driver ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -743,6 +764,7 @@ class Bench:
             "per-user": self.s_per_user,
             "resume": self.s_resume,
             "e2e-celery": self.s_e2e_celery,
+            "db-events": self.s_db_events,
         }
         for name in SCENARIOS:
             if name not in selected:

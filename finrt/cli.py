@@ -309,12 +309,25 @@ class _PublishFailures:
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker (extra arguments go to celery)."""
+def worker(
+    ctx: typer.Context,
+    no_relay: Annotated[
+        bool, typer.Option("--no-relay", help="do not start the PostgreSQL relay beside it")
+    ] = False,
+) -> None:
+    """Run a Celery worker (extra arguments go to celery) and, on PostgreSQL, the relay."""
     from workers.cli import run_worker
 
     _settings()
-    run_worker(list(ctx.args))
+    run_worker(list(ctx.args), relay=not no_relay)
+
+
+@app.command()
+def relay() -> None:
+    """Publish database events (PostgreSQL triggers) as they commit; one active per database."""
+    from workers.relay import run_relay
+
+    run_relay(_settings())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -1,5 +1,6 @@
 """Tables (SQLAlchemy 2.0 typed models), sessions and migrations."""
 
+from models import change_events  # noqa: F401  (registers the ORM-level event hooks)
 from models.base import Base
 from models.db import engine_for, session_scope
 from models.financial import (

@@ -14,14 +14,29 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+# Execution option of a connection (or engine) that never writes; see _sqlite_begin.
+READ_ONLY = "finrt_read_only"
+# SQLite lets one transaction write at a time, and every transaction but a READ_ONLY one takes
+# the write lock at BEGIN: more writing connections in one process only compete for that lock
+# by polling (busy_timeout), unfairly, so under load some wait past the timeout. One writing
+# connection per process makes them queue in the pool instead, in turn.
+SQLITE_WRITERS = 1
+SQLITE_QUEUE_SECONDS = 120
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+            if read_only:
+                kwargs["execution_options"] = {READ_ONLY: True}
+            else:
+                kwargs.update(
+                    pool_size=SQLITE_WRITERS, max_overflow=0, pool_timeout=SQLITE_QUEUE_SECONDS
+                )
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, **kwargs)
 
@@ -42,11 +57,25 @@ def make_engine(url: str) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE: take the write lock up front, so a transaction that reads and then
             # writes never fails with "database is locked" halfway; busy_timeout waits for it.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A connection that only reads (READ_ONLY) takes no lock: under WAL it reads a
+            # snapshot beside the writers instead of queueing behind them.
+            deferred = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.update(pool_size=10, max_overflow=20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _pg_origin(dbapi_conn: Any, _record: Any) -> None:
+        # The database-events triggers (migration 0006) record changes made by other clients;
+        # the application's writes publish their own events through the outbox, so they are
+        # marked as ours and the triggers leave them alone: every change publishes once.
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET finrt.origin = 'app'")
+        dbapi_conn.commit()
+
+    return engine
 
 
 @lru_cache(maxsize=4)
@@ -54,16 +83,31 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+@lru_cache(maxsize=4)
+def reader_for(url: str) -> Engine:
+    """An engine for transactions that only read: on SQLite a pool of its own whose
+    transactions take no lock; on PostgreSQL the one engine."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return engine_for(url)
+    return make_engine(url, read_only=True)
+
+
+def session_factory(url: str, *, read_only: bool = False) -> sessionmaker[Session]:
+    engine = reader_for(url) if read_only else engine_for(url)
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+def session_scope(url: str | None = None, *, read_only: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    ``read_only``: the caller only reads; on SQLite it then reads a snapshot beside the
+    writers instead of queueing for the one writing connection (a write in it fails).
+    """
     if url is None:
         url = get_settings().database_url
-    session = session_factory(url)()
+    session = session_factory(url, read_only=read_only)()
     try:
         yield session
         session.commit()

@@ -50,6 +50,7 @@ __all__ = [
     "lock_snapshot",
     "owner_of",
     "read_rows",
+    "recalculate",
     "role_of",
     "set_parameter",
     "stored_dashboard",
@@ -234,7 +235,10 @@ def enqueue_dashboard_events(
     channel = file_channel(file_id)
     metrics, charts = diff_dashboards(old, new)
     for card in metrics:
-        enqueue(session, channel, "metric_update", metric_to_json(card), key=card.name)
+        data = metric_to_json(card)
+        # The spec's names beside ours: metric_id (the name), metric_type (its unit).
+        data.update(metric_id=card.name, metric_type=data["unit"])
+        enqueue(session, channel, "metric_update", data, key=card.name)
     for series in charts:
         enqueue(session, channel, "chart_data_update", _chart_event(series), key=series.name)
     return [c.name for c in metrics], [s.name for s in charts]
@@ -249,11 +253,31 @@ def _chart_event(series: ChartSeries) -> dict[str, Any]:
     data["truncated"] = total > MAX_EVENT_POINTS
     if total > MAX_EVENT_POINTS:
         data["points"] = data["points"][-MAX_EVENT_POINTS:]
+    # The spec's names: chart_type, and chart_data as labels and values (compact: the points
+    # again as two plain lists).
+    data["chart_type"] = "line"
+    data["chart_data"] = {
+        "labels": [p["period"] for p in data["points"]],
+        "values": [p["value"] for p in data["points"]],
+    }
     return data
 
 
 def stored_dashboard(snapshot: DashboardSnapshot) -> Dashboard | None:
     return Dashboard.from_json(snapshot.data) if snapshot.data else None
+
+
+def recalculate(session: Session, file_id: int) -> tuple[list[str], list[str]] | None:
+    """Rebuild a processed file's dashboard from its stored rows and parameters (after a change
+    made outside the application); enqueue what changed. None if the file is not processed."""
+    file = session.get(File, file_id)
+    if file is None or file.status != "processed":
+        return None
+    snapshot = lock_snapshot(session, file_id)
+    old = stored_dashboard(snapshot)
+    new = build_dashboard(read_rows(session, file_id), load_parameters(session, file_id))
+    snapshot.data = new.to_json()
+    return enqueue_dashboard_events(session, file_id, old, new)
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -278,13 +302,9 @@ def set_parameter(
         stored.value, stored.updated_by, stored.updated_at = text, user_id, utcnow()
     session.flush()
     # The parameter event first: a client sees the cause before the recomputed figures.
-    enqueue(
-        session,
-        file_channel(file.id),
-        "parameter_update",
-        _parameter_event(file.id, name, text, previous, user_id),
-        key=f"parameter:{name}",
-    )
+    event = _parameter_event(file.id, name, text, previous, user_id)
+    event.update(parameter_id=name, updated_at=_iso(stored.updated_at))
+    enqueue(session, file_channel(file.id), "parameter_update", event, key=f"parameter:{name}")
     changed: tuple[list[str], list[str]] = ([], [])
     # A file still being processed gets its parameters applied when processing finishes.
     if file.status == "processed":

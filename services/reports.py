@@ -214,7 +214,7 @@ def fail_report(url: str, report_id: int, reason: str, notify: bool = True) -> b
             update(ReportExport)
             .where(ReportExport.id == report_id, ReportExport.status.in_(("queued", "running")))
             .values(status="failed", error=reason[:2000], finished_at=utcnow())
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if _rowcount(moved) == 0:
             return False

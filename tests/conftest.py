@@ -98,9 +98,10 @@ def _prepare_database() -> None:
 
 
 def _drop_database() -> None:
-    from models.db import engine_for
+    from models.db import engine_for, reader_for
 
     engine_for(DATABASE_URL).dispose()
+    reader_for(DATABASE_URL).dispose()
     if PG_SCHEMA:
         import sqlalchemy as sa
 

@@ -66,6 +66,8 @@ class WorkerProcess:
                 "1",
                 "--without-mingle",
                 "--without-gossip",
+                # The database-events tests start (and kill) relays of their own.
+                "--no-relay",
             ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -6,7 +6,11 @@ Extra arguments go to celery (``finrt worker -B -c 4``); they override the defau
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from core.settings import get_settings
 
@@ -37,9 +41,23 @@ def _run(argv: list[str]) -> None:
         raise SystemExit(code)
 
 
-def run_worker(args: list[str]) -> None:
+def run_worker(args: list[str], *, relay: bool = True) -> None:
     level, _, quiet = _prepare()
-    _run([*quiet, "worker", "--loglevel", level, *args])
+    child = _start_relay() if relay else None
+    try:
+        _run([*quiet, "worker", "--loglevel", level, *args])
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(10)
+
+
+def _start_relay() -> subprocess.Popen[bytes] | None:
+    """The relay as a process of its own (not a thread: Celery's prefork children would
+    inherit its database connection); in the worker's process group, so it dies with it."""
+    if make_url(get_settings().database_url).get_backend_name() != "postgresql":
+        return None
+    return subprocess.Popen([sys.executable, "-c", "import finrt.cli as c; c.app(['relay'])"])
 
 
 def run_beat(args: list[str]) -> None:

@@ -10,6 +10,7 @@ from core.settings import Settings
 
 PROCESS_FILE = "finrt.process_file"
 GENERATE_REPORT = "finrt.generate_report"
+RECALCULATE_FILE = "finrt.recalculate_file"
 
 _lock = threading.Lock()
 _producers: dict[tuple[str, str, int], Celery] = {}
@@ -45,3 +46,8 @@ def send_generate_report(settings: Settings, report_id: int, job_id: str) -> Non
     producer(settings).send_task(
         GENERATE_REPORT, args=[report_id], task_id=job_id, queue=settings.celery_queue
     )
+
+
+def send_recalculate(settings: Settings, file_id: int) -> None:
+    """Queue the recalculation of a file changed outside the application (the relay)."""
+    producer(settings).send_task(RECALCULATE_FILE, args=[file_id], queue=settings.celery_queue)

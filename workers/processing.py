@@ -126,7 +126,12 @@ def process_upload(
 
 
 def _store_rows(session: Session, file_id: int, rows: Sequence[FinancialRow]) -> None:
-    session.execute(delete(FinancialDataRow).where(FinancialDataRow.file_id == file_id))
+    # Its events are the processing's own (financial_data_update, after the rows are stored).
+    session.execute(
+        delete(FinancialDataRow)
+        .where(FinancialDataRow.file_id == file_id)
+        .execution_options(finrt_events="explicit")
+    )
     batch: list[dict[str, Any]] = []
     for position, row in enumerate(rows):
         batch.append(
@@ -155,6 +160,8 @@ def _summary(file: File, result: ParseResult, dashboard: Dashboard) -> dict[str,
         statements[row.statement] = statements.get(row.statement, 0) + 1
     return {
         "file_id": file.id,
+        "statement_id": None,  # every statement of the file (rows_by_statement has them)
+        "updated_at": utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "status": "processed",
         "currency": dashboard.currency,
         "periods": periods[-MAX_EVENT_POINTS:],

@@ -95,7 +95,7 @@ def generate_report(
                 finished_at=utcnow(),
                 error=None,
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if _rowcount(done) == 0:  # finished (or failed) by another run meanwhile
             return ReportOutcome("skipped")
@@ -114,7 +114,7 @@ def _start_job(url: str, report_id: int) -> tuple[_Job, list[FinancialRow], Dash
             update(ReportExport)
             .where(ReportExport.id == report_id, ReportExport.status.in_(("queued", "running")))
             .values(status="running", started_at=utcnow(), attempts=ReportExport.attempts + 1)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if _rowcount(moved) == 0:
             return None

@@ -25,7 +25,7 @@ import services.notifications
 from core.settings import Settings, get_settings
 from models import session_scope
 from models.outbox import sweep_outbox as sweep_outbox_rows
-from services.files import owner_of
+from services.files import owner_of, recalculate
 from services.inbox_states import announce_expired, wake_due
 from services.reports import fail_report, who_follows
 from streams.publish import publish
@@ -129,6 +129,23 @@ def process_file(file_id: int, job_id: str) -> str:
         outcome.rows_bad,
     )
     return outcome.status
+
+
+@_task(
+    name="finrt.recalculate_file",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=_MAX_RETRIES,
+)
+def recalculate_file(file_id: int) -> str:
+    """Recompute a file's metrics and charts after its rows or parameters were changed outside
+    the application (sent by the relay, once per file per burst); publishes what changed."""
+    with session_scope(get_settings().database_url) as session:
+        changed = recalculate(session, file_id)
+    if changed is None:
+        return "skipped"
+    log.info("file %s recalculated: %s metrics, %s charts", file_id, *map(len, changed))
+    return "recalculated"
 
 
 @_task(base=ReportTask, name="finrt.generate_report", max_retries=_MAX_RETRIES)

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
 from api.errors import UNPARSABLE_BODY, forbidden, not_found
 from api.limits import rate_limited_response
+from api.write_gate import write_turn
 from core.settings import Settings
 from domain.csv_import import CsvRejected, precheck_csv
 from models import File, FileSchedule, session_scope
@@ -241,7 +242,8 @@ async def upload_file(
     name, data = await _read_upload(request, s)
     await run_in_threadpool(_precheck, data, s)
     job_id = str(uuid.uuid4())
-    file_id = await run_in_threadpool(_store_upload, s, principal.user_id, name, data, job_id)
+    async with write_turn():
+        file_id = await run_in_threadpool(_store_upload, s, principal.user_id, name, data, job_id)
     try:
         # Read before the task is sent, so every processing event lies after this position.
         bounds = await state.hub.history.bounds(service.file_channel(file_id))
@@ -259,7 +261,7 @@ async def upload_file(
 @router.get("/files")
 def list_files(settings: SettingsDep, principal: CurrentUser) -> FileList:
     """The caller's files, owned and shared, newest first."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         found = service.files_for(session, principal.user_id)
         return FileList(files=[FilePublic(**service.file_public(f, role)) for f, role in found])
 
@@ -267,18 +269,18 @@ def list_files(settings: SettingsDep, principal: CurrentUser) -> FileList:
 @router.get("/files/{file_id}", responses={403: {}, 404: {}})
 def get_file(file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser) -> FilePublic:
     """A file's status and row counts."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         file = reader_file(session, principal.user_id, file_id)
         return FilePublic(**service.file_public(file, service.role_of(file, principal.user_id)))
 
 
 def _dashboard(s: Settings, user_id: str, file_id: str, period: str) -> dict[str, Any]:
-    with session_scope(s.database_url) as session:
+    with session_scope(s.database_url, read_only=True) as session:
         return service.dashboard_public(session, reader_file(session, user_id, file_id), period)
 
 
 def _check_reader(s: Settings, user_id: str, file_id: str) -> int:
-    with session_scope(s.database_url) as session:
+    with session_scope(s.database_url, read_only=True) as session:
         return reader_file(session, user_id, file_id).id
 
 
@@ -368,7 +370,7 @@ def get_schedule(
     file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser
 ) -> SchedulePublic:
     """The file's recurring report, if any."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         file = reader_file(session, principal.user_id, file_id)
         return SchedulePublic(**schedule_public(file.id, session.get(FileSchedule, file.id)))
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from api.deps import StateDep
-from models import engine_for
+from models.db import reader_for
 
 router = APIRouter(tags=["operations"])
 
@@ -44,7 +44,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     checks: dict[str, str] = {}
 
     def _db() -> None:
-        with engine_for(state.settings.database_url).connect() as conn:
+        with reader_for(state.settings.database_url).connect() as conn:
             conn.execute(text("SELECT 1"))
 
     try:

@@ -118,7 +118,7 @@ async def request_report(
 @router.get("/files/{file_id}/reports", responses={403: {}, 404: {}})
 def list_reports(file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser) -> ReportList:
     """The file's reports, newest first."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         file = reader_file(session, principal.user_id, file_id)
         found = session.scalars(
             select(ReportExport)
@@ -134,7 +134,7 @@ def get_report(
     report_id: ReportIdPath, settings: SettingsDep, principal: CurrentUser
 ) -> ReportPublic:
     """A report's status (``queued``, ``running``, ``ready``, ``failed``)."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         report, _file = _report(session, principal.user_id, report_id)
         return ReportPublic(**service.report_public(report))
 
@@ -154,7 +154,7 @@ def download_report(
     report_id: ReportIdPath, settings: SettingsDep, principal: CurrentUser
 ) -> FileResponse:
     """The finished report file."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         report, file = _report(session, principal.user_id, report_id)
         if report.status != "ready":
             raise HTTPException(409, f"the report is {report.status}, not ready")

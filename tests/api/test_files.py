@@ -225,17 +225,22 @@ async def test_a_parameter_change_streams_the_cause_then_the_recomputed_metrics(
         ("metric_update", "net_margin"),
         ("chart_data_update", "net_income"),
     ]
-    assert events[0].envelope["data"] == {
+    cause = events[0].envelope["data"]
+    assert cause.pop("updated_at").endswith("Z")
+    assert cause == {
         "file_id": file_id,
         "name": "tax_rate",
         "value": "0.5",
         "previous": None,
         "updated_by": user,
+        "parameter_id": "tax_rate",
     }
     assert again.json()["changed_metrics"] == [] and repeat.event == "parameter_update"
     assert repeat.envelope["data"]["previous"] == "0.5"
     by_name = {m["name"]: m for m in after["metrics"]}
-    assert by_name["net_income"] == events[1].envelope["data"]
+    card = events[1].envelope["data"]
+    assert (card.pop("metric_id"), card.pop("metric_type")) == ("net_income", "money")
+    assert by_name["net_income"] == card
     assert by_name["revenue"] == {m["name"]: m for m in before["metrics"]}["revenue"]
     assert after["parameters"] == {"tax_rate": "0.5"}
     assert parse_id(after["last_event_id"]) >= parse_id(repeat.envelope["id"])

@@ -19,6 +19,7 @@ SOAK = os.environ.get("FINRT_SOAK", "") == "1"
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("suite", "suite"),
     ("clients", "clients"),
+    ("requests", "requests"),
     ("connections", "connections"),
     ("events", "events"),
     ("duration_s", "duration s"),
@@ -28,6 +29,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("fd_drift", "fd drift"),
     ("tasks_drift", "task drift"),
     ("rss_drift_kb", "RSS drift KB"),
+    ("published_first", "published before reply"),
+    ("read_idle_p99_ms", "idle read p99 ms"),
+    ("read_p99_ms", "busy read p99 ms"),
     ("cases", "fuzz cases"),
     ("server_errors", "5xx"),
     ("tokens_leaked", "tokens in logs"),

@@ -91,6 +91,13 @@ async def test_upload_of_1000_rows_with_3_bad_streams_everything_and_notifies_th
 
     # The snapshot matches the last metric and chart events.
     snapshot = dashboard.json()
+    for name, card in metrics.items():  # the spec's names, beside the dashboard's
+        assert (card.pop("metric_id"), card.pop("metric_type")) == (name, card["unit"])
+    for chart in charts.values():
+        assert chart.pop("chart_type") == "line"
+        values = chart.pop("chart_data")
+        assert values["labels"] == [p["period"] for p in chart["points"]]
+        assert values["values"] == [p["value"] for p in chart["points"]]
     assert snapshot["metrics"] == [metrics[name] for name in METRIC_NAMES]
     assert not any(chart.pop("truncated") for chart in charts.values())
     assert all(chart.pop("points_total") == len(chart["points"]) for chart in charts.values())

@@ -1,0 +1,174 @@
+"""The ``db-events`` scenario: what the database-events triggers cost, and how fast a change made
+outside the application is published.
+
+Run by ``python -m bench --only db-events`` (needs FINRT_BENCH_DATABASE_URL naming PostgreSQL),
+in a process of its own (``python -m bench.db_events``, JSON on stdout) because it sets the
+FINRT_ environment its relay and publisher read. In a schema of its own: inserts and updates of
+financial rows by a plain psycopg connection (as another service would), one statement per batch
+of 500 rows, with the triggers enabled and disabled, the same run (three alternating rounds, best
+of each); then single-row UPDATEs committed one at a time, each timed from its commit until its
+event is in the channel's Redis history (what SSE clients are woken from), with the relay running
+in this process. SSE delivery itself is measured by the fanout scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+ROWS = int(os.environ.get("FINRT_BENCH_DB_ROWS", "20000"))
+BATCH = 500
+LATENCY_SAMPLES = int(os.environ.get("FINRT_BENCH_DB_SAMPLES", "200"))
+ROUNDS = 3
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def main() -> int:
+    base = os.environ.get("FINRT_BENCH_DATABASE_URL", "")
+    if not base.startswith("postgresql"):
+        print(json.dumps({"skipped": "FINRT_BENCH_DATABASE_URL must name PostgreSQL"}))
+        return 0
+    import psycopg
+    import redis
+    import sqlalchemy as sa
+
+    schema = f"finrt_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    os.environ.update(
+        FINRT_DATABASE_URL=url,
+        FINRT_REDIS_PREFIX=f"bench-db-{uuid.uuid4().hex[:6]}",
+    )
+    os.environ.setdefault("FINRT_JWT_SECRET", uuid.uuid4().hex)  # settings need one; unused
+    from core.settings import get_settings
+    from models.migrate import upgrade
+    from workers.relay import Relay, psycopg_dsn
+
+    try:
+        upgrade(url)
+        with psycopg.connect(psycopg_dsn(url)) as conn:
+            conn.execute("INSERT INTO users (id, created_at) VALUES ('bench', now())")
+            file_id = _one(
+                conn,
+                "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, "
+                "created_at, updated_at) VALUES ('bench', 'b.csv', 'queued', 0, 0, 0, now(), "
+                "now()) RETURNING id",
+            )
+            conn.commit()
+            result: dict[str, Any] = {"rows": ROWS, "batch": BATCH, "rounds": ROUNDS}
+            best: dict[str, float] = {}
+            # Alternating rounds, best of each: warm-up and a busy neighbour hit both sides.
+            for _ in range(ROUNDS):
+                for label, enabled in (("without", False), ("with", True)):
+                    toggle = "ENABLE" if enabled else "DISABLE"
+                    conn.execute(f"ALTER TABLE financial_rows {toggle} TRIGGER USER")
+                    conn.execute("DELETE FROM financial_rows")
+                    conn.commit()
+                    for kind, run in (("insert", _inserts), ("update", _updates)):
+                        name = f"{kind}_rows_s_{label}"
+                        best[name] = max(best.get(name, 0.0), run(conn, file_id))
+            result.update(best)
+            conn.execute("ALTER TABLE financial_rows ENABLE TRIGGER USER")
+            conn.execute("DELETE FROM outbox")
+            conn.commit()
+            for kind in ("insert", "update"):
+                ratio = result[f"{kind}_rows_s_with"] / result[f"{kind}_rows_s_without"]
+                result[f"{kind}_slowdown_pct"] = round((1 - ratio) * 100, 1)
+            result.update(_latency(conn, file_id, Relay, get_settings(), redis))
+        print(json.dumps(result))
+        return 0
+    finally:
+        engine = sa.create_engine(base)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def _one(conn: Any, sql: str, *args: Any) -> int:
+    row = conn.execute(sql, args or None).fetchone()
+    return int(row[0])
+
+
+def _inserts(conn: Any, file_id: int) -> float:
+    """One multi-row INSERT per batch, as an import would send them."""
+    sql = (
+        "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount, "
+        "currency) SELECT %s, p, '2026-' || lpad((1 + p %% 12)::text, 2, '0'), 'income', "
+        "'revenue', '1.00', 'USD' FROM unnest(%s::int[]) AS p"
+    )
+    started = time.perf_counter()
+    for first in range(0, ROWS, BATCH):
+        conn.execute(sql, (file_id, list(range(first, first + BATCH))))
+        conn.commit()
+    return round(ROWS / (time.perf_counter() - started))
+
+
+def _updates(conn: Any, file_id: int) -> float:
+    started = time.perf_counter()
+    for first in range(0, ROWS, BATCH):
+        conn.execute(
+            "UPDATE financial_rows SET amount = '2.00' WHERE file_id = %s "
+            "AND position >= %s AND position < %s",
+            (file_id, first, first + BATCH),
+        )
+        conn.commit()
+    return round(ROWS / (time.perf_counter() - started))
+
+
+def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any) -> dict[str, Any]:
+    from streams.keys import history_key
+
+    relay = relay_cls(settings, debounce_seconds=3600)  # no recalculation tasks here
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    client = redis.Redis.from_url(settings.redis_url)
+    key = history_key(settings.redis_prefix, f"file:{file_id}")
+    try:
+        deadline = time.monotonic() + 30
+        while not relay.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        samples: list[float] = []
+        last = "0-0"  # the stream is empty: the throughput rounds ran with no relay
+        for i in range(LATENCY_SAMPLES):
+            conn.execute(
+                "UPDATE financial_rows SET amount = %s WHERE file_id = %s AND position = %s",
+                (f"{i}.00", file_id, i),
+            )
+            conn.commit()
+            committed = time.perf_counter()
+            got = client.xread({key: last}, count=1, block=10_000)
+            if not got:
+                continue
+            samples.append((time.perf_counter() - committed) * 1000)
+            last = got[0][1][-1][0]
+        for leftover in list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)):
+            client.delete(leftover)  # history and dedupe keys of this run's own prefix
+        return {
+            "latency_samples": len(samples),
+            "latency_p50_ms": _pct(samples, 0.5) if samples else None,
+            "latency_p99_ms": _pct(samples, 0.99) if samples else None,
+            "latency_mean_ms": round(statistics.fmean(samples), 2) if samples else None,
+        }
+    finally:
+        relay.stop.set()
+        thread.join(5)
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""ORM-level database events: a change to the live tables made through any SQLAlchemy session
+publishes, even if the code that made it enqueued nothing.
+
+Tracked: financial rows, file parameters and report exports (their status). At flush the
+session notes what changed; just before commit, every change no enqueued event covers gets one
+(``financial_data_update`` per file and statement, ``parameter_update`` per parameter,
+``report_status`` per report), in the same transaction. The services still enqueue their own,
+richer events (a parameter's ``previous`` value, the recomputed metrics): those cover the
+changes they describe, so nothing is published twice. On PostgreSQL the triggers (migration
+0006) leave the application's writes alone, so each change publishes once there too.
+
+Bulk ``update()`` / ``delete()`` statements on the tracked tables executed through a session
+cannot be described row by row: they are refused with :class:`BulkChangeRefused` unless the
+statement says its events are enqueued by the caller
+(``.execution_options(finrt_events="explicit")``). Bulk inserts are covered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from models.financial import FileParameter, FinancialDataRow, ReportExport
+from models.outbox import enqueue, enqueued
+
+EXPLICIT = "finrt_events"  # execution option: "explicit" = the caller enqueues the events
+_CHANGES_KEY = "finrt_changes"
+MAX_PERIODS = 100
+
+
+class BulkChangeRefused(RuntimeError):
+    """A bulk UPDATE/DELETE of a tracked table whose events nobody would publish."""
+
+
+@dataclass
+class _Changes:
+    financial: dict[tuple[int, str], tuple[int, set[str]]] = field(default_factory=dict)
+    parameters: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    reports: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def row(self, file_id: int, statement: str, period: str) -> None:
+        count, periods = self.financial.get((file_id, statement), (0, set()))
+        periods.add(period)
+        self.financial[(file_id, statement)] = (count + 1, periods)
+
+
+def _changes(session: Session) -> _Changes:
+    found: _Changes | None = session.info.get(_CHANGES_KEY)
+    if found is None:
+        found = session.info[_CHANGES_KEY] = _Changes()
+    return found
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flushed(session: Session, _ctx: UOWTransaction) -> None:
+    changes: _Changes | None = None
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, FinancialDataRow):
+            changes = changes or _changes(session)
+            changes.row(obj.file_id, obj.statement, obj.period)
+        elif isinstance(obj, FileParameter):
+            changes = changes or _changes(session)
+            gone = obj in session.deleted
+            changes.parameters[(obj.file_id, obj.name)] = {
+                "value": None if gone else obj.value,
+                "updated_by": obj.updated_by,
+            }
+        elif isinstance(obj, ReportExport):
+            status = inspect(obj).attrs.status.history
+            if obj in session.new or status.has_changes():
+                changes = changes or _changes(session)
+                changes.reports[obj.id] = {
+                    "report_id": obj.id,
+                    "file_id": obj.file_id,
+                    "requested_by": obj.requested_by,
+                    "format": obj.format,
+                    "status": obj.status,
+                    "scheduled": obj.schedule_key is not None,
+                    "error": obj.error,
+                }
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_bulk(state: ORMExecuteState) -> None:
+    mapper = state.bind_mapper
+    if mapper is None or mapper.class_ not in (FinancialDataRow, FileParameter, ReportExport):
+        return
+    if state.execution_options.get(EXPLICIT) == "explicit":
+        return
+    if state.is_insert and mapper.class_ is FinancialDataRow:
+        params: Any = state.parameters
+        rows: list[Any] = params if isinstance(params, list) else [params] if params else []
+        changes = _changes(state.session)
+        for row in rows:
+            changes.row(int(row["file_id"]), str(row["statement"]), str(row["period"]))
+        return
+    if state.is_update or state.is_delete or state.is_insert:
+        table = getattr(mapper.local_table, "name", mapper.class_.__name__)
+        raise BulkChangeRefused(
+            f"a bulk statement on {table} through a session publishes no events: change "
+            f"objects instead, or enqueue the events yourself and mark the statement with "
+            f'.execution_options({EXPLICIT}="explicit")'
+        )
+
+
+@event.listens_for(Session, "before_commit")
+def _enqueue_uncovered(session: Session) -> None:
+    session.flush()  # the commit's own flush comes after this hook: note its changes now
+    changes: _Changes | None = session.info.pop(_CHANGES_KEY, None)
+    if changes is None:
+        return
+    done = enqueued(session)
+    now = _now()
+    for (file_id, statement), (count, periods) in sorted(changes.financial.items()):
+        channel = f"file:{file_id}"
+        if any(c == channel and t == "financial_data_update" for c, t, _ in done):
+            continue
+        ordered = sorted(periods)
+        data = {
+            "file_id": file_id,
+            "statement_id": statement,
+            "updated_at": now,
+            "rows": count,
+            "periods": ordered[:MAX_PERIODS],
+            "periods_total": len(ordered),
+            "source": "application",
+        }
+        enqueue(session, channel, "financial_data_update", data)
+    for (file_id, name), values in sorted(changes.parameters.items()):
+        channel, key = f"file:{file_id}", f"parameter:{name}"
+        if (channel, "parameter_update", key) in done:
+            continue
+        data = {
+            "file_id": file_id,
+            "name": name,
+            "parameter_id": name,
+            "value": values["value"],
+            "updated_by": values["updated_by"],
+            "updated_at": now,
+            "source": "application",
+        }
+        enqueue(session, channel, "parameter_update", data, key=key)
+    for report_id, values in sorted(changes.reports.items()):
+        key = f"report:{report_id}"
+        channel = f"file:{values['file_id']}"
+        if (channel, "report_status", key) in done:
+            continue
+        status = values["status"]
+        data = {k: v for k, v in values.items() if k != "requested_by"}
+        data.update(
+            percent=100 if status in ("ready", "failed") else 0,
+            download_url=f"/api/v1/reports/{report_id}/download" if status == "ready" else None,
+            source="application",
+        )
+        for target in (channel, f"user:{values['requested_by']}"):
+            enqueue(session, target, "report_status", data, key=key)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_CHANGES_KEY, None)

@@ -1,0 +1,88 @@
+"""Issue 14, item 1: a write through a bare SQLAlchemy session (no service function, no outbox
+call) reaches the stream; a service's own event is not doubled; an uncovered bulk statement
+is refused with a clear error. Runs on either database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+import redis
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from core.settings import get_settings
+from models import File, FileParameter, FinancialDataRow, session_scope
+from models.change_events import BulkChangeRefused
+from models.db import engine_for
+from services.files import set_parameter
+from streams.history import event_from_entry
+from streams.keys import history_key
+from tests.conftest import DATABASE_URL
+from tests.fixtures_workers import events_until
+from tests.support import ApiServer, sse
+
+
+def stored(redis_client: redis.Redis, channel: str) -> list[dict[str, Any]]:
+    entries = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        redis_client.xrange(history_key(get_settings().redis_prefix, channel)),
+    )
+    return [event_from_entry(i, f).as_dict() for i, f in entries if b"e" in f]
+
+
+async def test_a_bare_session_write_reaches_the_file_stream(
+    api: ApiServer, make_file: Callable[..., int], token: Callable[..., str], user: str
+) -> None:
+    file_id = make_file(user)
+    async with sse(f"{api.url}/api/v1/stream/files/{file_id}", token(user)) as stream:
+        with Session(engine_for(DATABASE_URL)) as session:
+            session.add(
+                FileParameter(file_id=file_id, name="tax_rate", value="0.3", updated_by=user)
+            )
+            session.add(
+                FinancialDataRow(
+                    file_id=file_id,
+                    position=0,
+                    period="2026-03",
+                    statement="income",
+                    line_item="revenue",
+                    amount="10.00",
+                    currency="USD",
+                )
+            )
+            session.commit()
+        seen = await events_until(stream, lambda got: len(got) >= 2, 20)
+    by_type = {e.event: e.envelope["data"] for e in seen}
+    financial = by_type["financial_data_update"]
+    assert financial["file_id"] == file_id and financial["statement_id"] == "income"
+    assert financial["periods"] == ["2026-03"] and financial["rows"] == 1
+    assert financial["updated_at"].endswith("Z")
+    parameter = by_type["parameter_update"]
+    assert parameter["parameter_id"] == "tax_rate" and parameter["value"] == "0.3"
+    assert parameter["updated_by"] == user and parameter["updated_at"].endswith("Z")
+
+
+def test_a_service_event_is_not_doubled(
+    make_file: Callable[..., int], redis_client: redis.Redis, user: str
+) -> None:
+    file_id = make_file(user)
+    with session_scope(DATABASE_URL) as session:
+        file = session.get(File, file_id)
+        assert file is not None
+        set_parameter(session, file, "growth_rate", "0.2", user)
+    events = [e for e in stored(redis_client, f"file:{file_id}") if e["type"] == "parameter_update"]
+    assert len(events) == 1, events
+    assert events[0]["data"]["previous"] is None  # the service's own, richer event
+
+
+def test_an_uncovered_bulk_update_is_refused_and_changes_nothing(
+    make_file: Callable[..., int], user: str
+) -> None:
+    file_id = make_file(user)
+    with pytest.raises(BulkChangeRefused, match="publishes no events"):
+        with session_scope(DATABASE_URL) as session:
+            session.execute(
+                update(FileParameter).where(FileParameter.file_id == file_id).values(value="0.5")
+            )
