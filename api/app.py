@@ -16,10 +16,21 @@ from api import ws
 from api.front import StreamFrontDoor
 from api.limits import RateLimits
 from api.middleware import RequestIdMiddleware
-from api.routes import events, files, health, metrics, notifications, page, reports, streams
+from api.routes import (
+    events,
+    files,
+    health,
+    metrics,
+    notifications,
+    page,
+    presence,
+    reports,
+    streams,
+)
 from api.state import AppState
 from core.settings import Settings, get_settings
 from streams.hub import Hub
+from streams.presence import Presence
 from streams.publish import AsyncPublisher
 
 log = logging.getLogger("finrt.api")
@@ -39,6 +50,7 @@ def build_state(settings: Settings) -> AppState:
     )
     client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
+    hub.presence = Presence.from_settings(client, settings, deliver=hub.broadcast_raw)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
     return AppState(settings, client, hub, publisher, RateLimits(client, settings))
 
@@ -60,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = build_state(settings)
         app.state.finrt = state
         await state.hub.start()
+        if state.hub.presence is not None:
+            await state.hub.presence.start()
         watcher = asyncio.create_task(_close_streams_on_exit(state))
         try:
             yield
@@ -68,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await state.hub.stop()
+            if state.hub.presence is not None:
+                await state.hub.presence.stop()
             await state.redis.aclose()
 
     app = FastAPI(
@@ -84,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(notifications.router)
     app.include_router(files.router)
+    app.include_router(presence.router)
     app.include_router(reports.router)
     app.include_router(ws.router)
     app.include_router(page.router)

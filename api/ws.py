@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import AuthError, Principal
@@ -22,6 +23,7 @@ from api.state import AppState
 from api.tickets import redeem_ticket
 from streams.envelope import InvalidEvent, check_channel
 from streams.hub import HubUnavailable, TooManyStreams
+from streams.presence import carries_presence
 from streams.subscriber import WS, Subscriber
 
 router = APIRouter()
@@ -95,7 +97,13 @@ class WebSocketSession:
             return self.error(f"{channel}: {exc.detail}")
         except HubUnavailable:
             return self.error("event service unavailable, try again")
-        self.reply({"type": "subscribed", "channel": channel})
+        reply: dict[str, Any] = {"type": "subscribed", "channel": channel}
+        if hub.presence is not None and carries_presence(channel):
+            try:  # who is on the file, as of this subscription
+                reply["presence"] = await hub.presence.snapshot(channel)
+            except (RedisError, OSError, TimeoutError):
+                reply["presence"] = None
+        self.reply(reply)
 
 
 @router.websocket("/api/v1/ws")

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -25,6 +25,9 @@ from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.metrics import DeliveryLag
 from streams.subscriber import PING, WS, Subscriber
+
+if TYPE_CHECKING:
+    from streams.presence import Presence
 
 log = logging.getLogger("finrt.hub")
 
@@ -118,6 +121,8 @@ class Hub:
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Who is on which file (streams/presence.py); None: no presence (benchmarks, tools).
+        self.presence: Presence | None = None
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
@@ -217,7 +222,10 @@ class Hub:
             ch = self._channels.get(name)
             if ch is None:  # unsubscribed meanwhile (idle); subscribe again
                 return await self.join(sub, channels, timeout)
-            ch.subscribers.add(sub)
+            if sub not in ch.subscribers:
+                ch.subscribers.add(sub)
+                if self.presence is not None:
+                    self.presence.track(sub.user_id, name)
             ch.idle_since = None
 
     def leave(self, sub: Subscriber, channels: list[str] | None = None) -> None:
@@ -225,8 +233,10 @@ class Hub:
         now = time.monotonic()
         for name in names:
             ch = self._channels.get(name)
-            if ch is not None:
+            if ch is not None and sub in ch.subscribers:
                 ch.subscribers.discard(sub)
+                if self.presence is not None:
+                    self.presence.untrack(sub.user_id, name)
                 if not ch.subscribers:
                     ch.idle_since = now
             if channels is not None:
@@ -311,6 +321,8 @@ class Hub:
         assert sub.send is not None
         if preamble:
             await sub.write_now([self.preamble(sub, announce)])
+        if self.presence is not None:  # who is on each file, before any event
+            await sub.write_now(await self.presence.greeting(sub))
         for name, bounds, plan in plans:
             if plan.reset is not None:
                 self.stats.resets += 1
@@ -373,6 +385,12 @@ class Hub:
     # -- live delivery --------------------------------------------------------------------------
 
     def _on_message(self, name: bytes, payload: bytes) -> None:
+        if payload[:1] == b"P":  # presence (streams/presence.py): live only, never stored
+            if self.presence is not None:
+                self.presence.on_message(
+                    channel_from_pubsub(self.prefix, name.decode()), payload[1:]
+                )
+            return
         try:
             event = Event.from_envelope(payload)
         except Exception:
@@ -395,6 +413,19 @@ class Hub:
         for sub in ch.subscribers:
             if sub.offer(event):
                 dirty.add(sub)
+
+    def broadcast_raw(
+        self, channel: str, sse: bytes, ws: bytes, skip_user: str | None = None
+    ) -> None:
+        """A frame for every stream on ``channel`` that leaves positions alone (presence)."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        for sub in ch.subscribers:
+            if sub.user_id != skip_user:
+                sub.queue_raw(ws if sub.kind == WS else sse)
+                self._dirty.add(sub)
+        self._schedule_flush()
 
     def mark(self, sub: Subscriber) -> None:
         self._dirty.add(sub)
@@ -472,6 +503,8 @@ class Hub:
                 self.stats.reconnects += 1
                 log.info("Redis pub/sub reconnected; filling gaps from history")
             await self._resubscribe_all(conn, refill=not first)
+            if not first and self.presence is not None:
+                self.presence.on_reconnect()
             first = False
             self._connected.set()
             await conn.lost
