@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import websockets
 
+from finrt.embedded_redis import EmbeddedRedis
 from tests.support import Received, SSEStream, sse
 
 
@@ -243,3 +245,73 @@ async def test_the_multi_channel_stream_gets_a_snapshot_per_file(api, token, use
         snaps = [await _presence(s), await _presence(s)]
         assert [e.envelope["data"]["file_id"] for e in snaps] == files
         assert all(e.event == "presence" and not e.had_id for e in snaps)
+
+
+def _monitor(url: str, seconds: float) -> list[str]:
+    """Every call the Redis at ``url`` got during ``seconds`` (MONITOR)."""
+    client = redis.Redis.from_url(url)
+    seen: list[str] = []
+    try:
+        with client.monitor() as monitor:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                command = monitor.next_command()
+                if command.get("client_type") != "lua":  # calls, not the scripts' insides
+                    seen.append(str(command["command"]))
+    finally:
+        client.close()
+    return seen
+
+
+async def test_renewal_is_one_call_per_interval_whatever_the_connections(
+    start_api, token, user, make_file
+):
+    own = EmbeddedRedis().start()
+    try:
+        server = start_api(redis_url=own.url, presence_lease_seconds="2")  # renews every 0.5 s
+        users = [f"{user}-{i}" for i in range(10)]
+        files = [make_file(user, members=tuple(users)) for _ in range(3)]
+        async with contextlib.AsyncExitStack() as stack:
+            for who in users:
+                for file_id in files:
+                    await stack.enter_async_context(_held(server, file_id, token(who)))
+            for file_id in files:
+                assert (await _until_who(server, file_id, token(user), set(users)))["count"] == 10
+            commands = await asyncio.to_thread(_monitor, own.url, 3.0)
+        renewals = [c for c in commands if ":presence:procs" in c]
+        writes = [c for c in commands if ":pr:" in c]
+        # 30 connections, about 6 intervals: one call each, not one per connection (180).
+        assert 2 <= len(renewals) <= 10, renewals
+        assert writes == []  # nothing changed: nothing written
+    finally:
+        own.stop()
+
+
+async def test_a_redis_restart_ends_with_the_true_set(start_api, token, user, make_file, tmp_root):
+    data = tmp_root / f"redis-aof-{user}"
+    own = EmbeddedRedis(data_dir=str(data)).start()
+    try:
+        server = start_api(redis_url=own.url, presence_grace_seconds="1")
+        bob = f"{user}-bob"
+        file_id = make_file(user, members=(bob,))
+        async with _held(server, file_id, token(user)) as alice:
+            async with _held(server, file_id, token(bob)):
+                assert (await _presence(alice)).event == "presence_join"
+                await asyncio.sleep(0.5)  # written, and in the append-only file
+                own.stop()
+            # Bob left while Redis was down (the grace period ends meanwhile too).
+            await asyncio.sleep(2)
+            own = EmbeddedRedis(port=own.port, data_dir=str(data)).start()
+            body = await _until_who(server, file_id, token(user), {user})
+            assert [u["user_id"] for u in body["users"]] == [user]
+            # The stream learns it too: a leave, or a fresh snapshot without bob.
+            deadline = time.monotonic() + 20
+            while True:
+                event = await _presence(alice, timeout=max(0.1, deadline - time.monotonic()))
+                data_ = event.envelope["data"]
+                if event.event == "presence_leave" and data_["user_id"] == bob:
+                    break
+                if event.event == "presence" and bob not in {u["user_id"] for u in data_["users"]}:
+                    break
+    finally:
+        own.stop()
