@@ -252,7 +252,7 @@ def _monitor(url: str, seconds: float) -> list[str]:
     client = redis.Redis.from_url(url)
     seen: list[str] = []
     try:
-        with client.monitor() as monitor:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 command = monitor.next_command()
