@@ -19,6 +19,10 @@ const EVENT_TYPES = [
   "metric_update",
   "chart_data_update",
   "parameter_update",
+  "presence",
+  "presence_join",
+  "presence_leave",
+  "presence_count",
   "reset",
   "auth_expired",
   "message",
@@ -232,6 +236,8 @@ export class EventConnection {
       this.onSnapshotNeeded(channel, envelope.data?.reason || "reset");
       return;
     }
+    // Presence (docs/presence.md) has no id: outside the channel's order and its history.
+    if (envelope.id == null) return this.onEvent(envelope);
     // Only after a switch from polling can the stream repeat what polling already applied.
     if (before && compareIds(envelope.id, before) <= 0) return;
     if (!cursor) this.positions[channel] = envelope.id;
