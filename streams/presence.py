@@ -25,54 +25,25 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams import _presence_lua as lua
-from streams.envelope import Event, utc_now_iso
+from streams.envelope import Event
 from streams.keys import presence_files_key, presence_key, presence_procs_key, pubsub_channel
+from streams.presence_live import Deliver, LiveFanout, carries_presence, file_id, frames
 from streams.subscriber import WS, Subscriber
 
 log = logging.getLogger("finrt.presence")
 
-MARK = b"P"  # first byte of a presence message on a channel's pub/sub channel
-TYPES = frozenset({"presence", "presence_join", "presence_leave", "presence_count"})
-FOLD_SECONDS = 1.0  # big rooms: at most one presence_count per channel per this long
 FLUSH_DELAY = 0.02  # changes within this window go to Redis in one pipeline
 RETRY_SECONDS = 1.0
 TIMEOUT = 5.0
 
-# channel, SSE frame, WebSocket frame, a user whose own streams skip it (their own join)
-Deliver = Callable[[str, bytes, bytes, str | None], None]
 Errors = (RedisError, OSError, TimeoutError)
-
-
-def carries_presence(channel: str) -> bool:
-    return channel.startswith("file:")
-
-
-def file_id(channel: str) -> int | str:
-    raw = channel[5:]
-    return int(raw) if raw.isascii() and raw.isdigit() else raw
-
-
-def frames(channel: str, event_type: str, data: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The event's SSE frame (no ``id:`` line) and its WebSocket text, built once."""
-    envelope = orjson.dumps(
-        {
-            "id": None,
-            "channel": channel,
-            "type": event_type,
-            "data": data,
-            "created_at": utc_now_iso(),
-        }
-    )
-    return b"event: " + event_type.encode() + b"\ndata: " + envelope + b"\n\n", envelope
 
 
 def _iso(ms: float) -> str:
@@ -81,17 +52,6 @@ def _iso(ms: float) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Room:
-    """A channel above the room limit: its latest count and when one was last sent."""
-
-    __slots__ = ("count", "sent_at", "timer")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.sent_at = 0.0
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class Presence:
@@ -106,7 +66,8 @@ class Presence:
         deliver: Deliver | None = None,
     ) -> None:
         self.client, self.prefix = client, prefix
-        self.grace, self.room_limit, self.deliver = grace_seconds, room_limit, deliver
+        self.grace, self.room_limit = grace_seconds, room_limit
+        self.live = LiveFanout(deliver, room_limit, self.snapshot)
         # Renewed every quarter lease, valid for half of it: a dead process is noticed at
         # most a quarter later by some process's renewal, so within the lease in all.
         self.interval = lease_seconds / 4
@@ -121,7 +82,8 @@ class Presence:
         self._dirty: dict[str, set[str]] = {}
         self._full: set[str] = set()  # channels to write whole (after a Redis failure)
         self._files: set[str] = set()  # channels named in this process's files set
-        self._rooms: dict[str, _Room] = {}
+        self._written = 0  # flushes done: a snapshot read begun after one includes its changes
+        self._reading: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._orphans: list[str] = []  # this process's former names, to clean up
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -159,6 +121,7 @@ class Presence:
                     await handle
         for timer in self._grace.values():
             timer.cancel()
+        self.live.stop()
         if self._registered:
             with contextlib.suppress(*Errors):
                 await asyncio.wait_for(
@@ -204,74 +167,15 @@ class Presence:
             self._mark(channel, user_id)
 
     def on_message(self, channel: str, payload: bytes) -> None:
-        """A presence change published by some process (the payload after ``MARK``)."""
-        if self.deliver is None:
-            return
-        try:
-            doc = orjson.loads(payload)
-            count = int(doc["n"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("dropped a malformed presence message on %s", channel)
-            return
-        room = self._rooms.get(channel)
-        if count > self.room_limit:
-            if room is None:
-                room = self._rooms[channel] = _Room()
-            room.count = count
-            self._send_count(channel, room)
-            return
-        if room is not None:  # back to a small room: its list is unknown to clients
-            if room.timer is not None:
-                room.timer.cancel()
-            del self._rooms[channel]
-            self._tasks_snapshot([channel])
-            return
-        fid = file_id(channel)
-        for user in doc.get("j") or []:
-            data = {"file_id": fid, "user_id": user, "count": count}
-            self.deliver(channel, *frames(channel, "presence_join", data), user)
-        for user in doc.get("l") or []:
-            data = {"file_id": fid, "user_id": user, "count": count}
-            self.deliver(channel, *frames(channel, "presence_leave", data), None)
-
-    def _send_count(self, channel: str, room: _Room) -> None:
-        if room.timer is not None:
-            return  # the pending one will carry the latest count
-        wait = room.sent_at + FOLD_SECONDS - time.monotonic()
-        if wait > 0:
-            room.timer = asyncio.get_running_loop().call_later(wait, self._count_due, channel)
-            return
-        room.sent_at = time.monotonic()
-        if self.deliver is not None:
-            data = {"file_id": file_id(channel), "count": room.count}
-            self.deliver(channel, *frames(channel, "presence_count", data), None)
-
-    def _count_due(self, channel: str) -> None:
-        room = self._rooms.get(channel)
-        if room is not None:
-            room.timer = None
-            self._send_count(channel, room)
+        """A presence change from Redis (the hub's pub/sub link), for the local streams."""
+        self.live.on_message(channel, payload)
 
     def on_reconnect(self) -> None:
         """The hub's pub/sub link came back: changes may have been missed. Write everything
         again, then give every local stream of a file a fresh snapshot."""
         self._full.update(self._local)
         self._schedule()
-        self._tasks_snapshot(list(self._local))
-
-    def _tasks_snapshot(self, channels: list[str]) -> None:
-        task = asyncio.get_running_loop().create_task(self._broadcast_snapshots(channels))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def _broadcast_snapshots(self, channels: list[str]) -> None:
-        for channel in channels:
-            try:
-                snap = await self.snapshot(channel)
-            except Errors as exc:
-                log.warning("presence snapshot of %s failed: %s", channel, exc)
-                continue
-            if self.deliver is not None:
-                self.deliver(channel, *frames(channel, "presence", snap), None)
+        self.live.refresh(list(self._local))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -286,8 +190,29 @@ class Presence:
             await asyncio.wait_for(asyncio.shield(waiter), TIMEOUT)
 
     async def snapshot(self, channel: str) -> dict[str, Any]:
-        """``{file_id, count, users: [{user_id, connections, since}]}``, earliest first."""
+        """``{file_id, count, users: [{user_id, connections, since}]}``, earliest first.
+
+        Streams opening together on one file share one read (a join storm costs one Redis
+        call per flush, not one per viewer), as long as it began after their own arrival was
+        written."""
         await self.settled()
+        need = self._written
+        shared = self._reading.get(channel)
+        if shared is not None and shared[0] >= need:
+            return await asyncio.shield(shared[1])
+        read = asyncio.ensure_future(self._read(channel))
+        self._reading[channel] = (need, read)
+
+        def forget(done: asyncio.Future[dict[str, Any]]) -> None:
+            if self._reading.get(channel, (0, None))[1] is done:
+                del self._reading[channel]
+            if not done.cancelled():
+                done.exception()  # retrieved: a failure is the callers' to report
+
+        read.add_done_callback(forget)
+        return await asyncio.shield(read)
+
+    async def _read(self, channel: str) -> dict[str, Any]:
         keys = [presence_key(self.prefix, channel, "c"), presence_key(self.prefix, channel, "z")]
         raw = await asyncio.wait_for(self._snap(keys=keys, args=[self.room_limit]), TIMEOUT)
         users = [
@@ -353,6 +278,7 @@ class Presence:
                 full |= self._full  # a lost lease asks for everything again
                 self._full = set()
             await asyncio.wait_for(self._write(dirty, full), TIMEOUT)
+            self._written += 1
             self.stats["flushes"] += 1
             return True
         except Errors as exc:
@@ -460,4 +386,4 @@ class Presence:
         log.info("presence of stopped process %s removed from %d files", process, len(channels))
 
 
-__all__ = ["MARK", "TYPES", "Presence", "carries_presence", "frames"]
+__all__ = ["Presence", "carries_presence", "frames"]
