@@ -22,7 +22,9 @@ local function drop(user)
   local old = redis.call('HGET', p, user)
   if not old then return end
   redis.call('HDEL', p, user)
-  redis.call('HINCRBY', c, user, -tonumber(old))
+  -- Never pass -0: Lua writes it as "-0", which HINCRBY refuses.
+  local k = tonumber(old)
+  if k ~= 0 then redis.call('HINCRBY', c, user, -k) end
   if redis.call('HINCRBY', u, user, -1) <= 0 then
     redis.call('HDEL', u, user)
     redis.call('HDEL', c, user)

@@ -313,7 +313,11 @@ class Presence:
         if emptied:
             pipe.srem(files, *emptied)
             self._files.difference_update(emptied)
-        await pipe.execute()
+        # A refused command (a script error) is logged, not retried: retrying cannot help,
+        # and it must not hold back the other files' changes. A lost link raises: retried.
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, RedisError):
+                log.error("presence script refused: %s", result)
 
     async def _call_sync(
         self, pipe: Any, process: str, channel: str, pairs: list[tuple[str, int]], full: bool
@@ -379,7 +383,9 @@ class Presence:
             pipe = self.client.pipeline(transaction=False)
             for channel in channels:
                 await self._call_sync(pipe, process, channel, [], True)
-            await asyncio.wait_for(pipe.execute(), TIMEOUT)
+            for result in await asyncio.wait_for(pipe.execute(raise_on_error=False), TIMEOUT):
+                if isinstance(result, RedisError):
+                    log.error("presence script refused: %s", result)
         await self._forget(keys=[presence_procs_key(self.prefix)], args=[process])
         await self.client.delete(files)
         self.stats["reaped"] += 1

@@ -315,3 +315,46 @@ async def test_a_redis_restart_ends_with_the_true_set(start_api, token, user, ma
                     break
     finally:
         own.stop()
+
+
+async def test_a_connection_gone_before_its_first_write_leaves_no_ghost(user):
+    """Open and closed within one batch: written with no connection, then let go after the
+    grace period (a churn of quick reconnects once left such users behind for good)."""
+    import random
+
+    import redis.asyncio as aioredis
+
+    from core.settings import get_settings
+    from streams.presence import Presence
+
+    settings = get_settings()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    presence = Presence(client, settings.redis_prefix, grace_seconds=0.3, lease_seconds=8)
+    channel = f"file:{random.randrange(10**9, 10**10)}"
+    await presence.start()
+    try:
+        presence.track(user, channel)
+        presence.untrack(user, channel)
+        snap = await presence.snapshot(channel)
+        assert [(u["user_id"], u["connections"]) for u in snap["users"]] == [(user, 0)]
+        empty = {"file_id": int(channel[5:]), "count": 0, "users": []}
+
+        async def gone() -> dict[str, Any]:
+            deadline = time.monotonic() + 10
+            while (snap := await presence.snapshot(channel))["count"]:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            return snap
+
+        assert await gone() == empty
+        presence.track(user, channel)
+        presence.untrack(user, channel)
+        await presence.snapshot(channel)
+        presence.track(user, channel)  # back within the grace period
+        assert (await presence.snapshot(channel))["users"][0]["connections"] == 1
+        presence.untrack(user, channel)
+        assert await gone() == empty
+    finally:
+        await presence.stop()
+        await client.aclose()
