@@ -132,6 +132,10 @@ class Presence:
                     2.0,
                 )
 
+    def held(self) -> tuple[int, int]:
+        """Files with users here, and (file, user) pairs: for the metrics."""
+        return len(self._local), sum(len(users) for users in self._local.values())
+
     # -- the hub's calls (synchronous, cheap) --------------------------------------------------
 
     def track(self, user_id: str, channel: str) -> None:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
 from streams.metrics import HubCollector
+from streams.presence_metrics import PresenceCollector
 from workers.metrics import TaskDurations, durations_key, parse_durations
 from workers.outcomes import outcomes_key
 
@@ -119,6 +120,8 @@ async def metrics(state: StateDep) -> Response:
     # A registry per scrape: nothing global, and every value is read as of this request.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(state.hub))
+    if state.hub.presence is not None:
+        registry.register(PresenceCollector(state.hub.presence))
     registry.register(TaskCollector(outcomes, durations))
     registry.register(LoopCollector())
     ProcessCollector(registry=registry)

@@ -17,6 +17,7 @@ import redis
 import websockets
 
 from finrt.embedded_redis import EmbeddedRedis
+from tests.ops.metrics_support import scrape, value
 from tests.support import Received, SSEStream, sse
 
 
@@ -278,11 +279,15 @@ async def test_renewal_is_one_call_per_interval_whatever_the_connections(
             for file_id in files:
                 assert (await _until_who(server, file_id, token(user), set(users)))["count"] == 10
             commands = await asyncio.to_thread(_monitor, own.url, 3.0)
+            samples = scrape(server.url)
         renewals = [c for c in commands if ":presence:procs" in c]
         writes = [c for c in commands if ":pr:" in c]
         # 30 connections, about 6 intervals: one call each, not one per connection (180).
         assert 2 <= len(renewals) <= 10, renewals
         assert writes == []  # nothing changed: nothing written
+        assert value(samples, "finrt_presence_users") == 30
+        assert value(samples, "finrt_presence_files") == 3
+        assert value(samples, "finrt_presence_renewals_total") >= len(renewals)
     finally:
         own.stop()
 
