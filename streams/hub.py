@@ -233,10 +233,11 @@ class Hub:
         now = time.monotonic()
         for name in names:
             ch = self._channels.get(name)
-            if ch is not None and sub in ch.subscribers:
-                ch.subscribers.discard(sub)
-                if self.presence is not None:
-                    self.presence.untrack(sub.user_id, name)
+            if ch is not None:
+                if sub in ch.subscribers:
+                    ch.subscribers.discard(sub)
+                    if self.presence is not None:
+                        self.presence.untrack(sub.user_id, name)
                 if not ch.subscribers:
                     ch.idle_since = now
             if channels is not None:
