@@ -33,6 +33,7 @@ from api.routes import (
     metrics,
     notifications,
     page,
+    presence,
     reference,
     reports,
     streams,
@@ -41,6 +42,7 @@ from api.state import AppState
 from api.write_gate import WriteGate
 from core.settings import Settings, get_settings
 from streams.hub import Hub, HubUnavailable
+from streams.presence import Presence
 from streams.publish import AsyncPublisher
 
 log = logging.getLogger("finrt.api")
@@ -60,6 +62,7 @@ def build_state(settings: Settings) -> AppState:
     )
     client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
+    hub.presence = Presence.from_settings(client, settings, deliver=hub.broadcast_raw)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
     limits = RateLimits(client, settings)
     return AppState(settings, client, hub, publisher, limits, TokenVerifier(settings))
@@ -91,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = build_state(settings)
         app.state.finrt = state
         await state.hub.start()
+        if state.hub.presence is not None:
+            await state.hub.presence.start()
         watcher = asyncio.create_task(_close_streams_on_exit(state))
         try:
             yield
@@ -99,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await state.hub.stop()
+            if state.hub.presence is not None:
+                await state.hub.presence.stop()
             await state.redis.aclose()
 
     app = FastAPI(
@@ -128,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notifications.router)
     app.include_router(inbox.router)
     app.include_router(files.router)
+    app.include_router(presence.router)
     app.include_router(reports.router)
     app.include_router(ws.router)
     app.include_router(page.router)

@@ -24,6 +24,7 @@ from api.stream_request import read_credentials
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent
 from streams.hub import HubUnavailable, TooManyStreams
+from streams.presence import carries_presence
 from streams.subscriber import Subscriber
 from streams.transports import WEBSOCKET
 
@@ -82,7 +83,13 @@ class WebSocketSession:
             return self.error(f"{channel}: {exc.detail}")
         except (HubUnavailable, RedisError):
             return self.error("event service unavailable, try again")
-        self.reply({"type": "subscribed", "channel": channel})
+        reply: dict[str, Any] = {"type": "subscribed", "channel": channel}
+        if hub.presence is not None and carries_presence(channel):
+            try:  # who is on the file, as of this subscription
+                reply["presence"] = await hub.presence.snapshot(channel)
+            except (RedisError, OSError, TimeoutError):
+                reply["presence"] = None
+        self.reply(reply)
 
 
 @router.websocket("/api/v1/ws")

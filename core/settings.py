@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # Under load a flush is delayed up to this long so that one write carries many events.
     coalesce_ms: float = Field(20.0, ge=0)
     ticket_ttl_seconds: int = Field(60, ge=1)
+    # Presence on file channels (docs/presence.md): a user's leave is announced only after their
+    # last connection has been gone this long; a process that stops renewing its lease (a crash)
+    # loses its users within this long; above room_limit users, joins and leaves fold into counts.
+    presence_grace_seconds: float = Field(5.0, ge=0)
+    presence_lease_seconds: float = Field(30.0, ge=1)
+    presence_room_limit: int = Field(100, ge=1)
     # Per token, over every API process (counted in Redis): one rate in the notation of the
     # `limits` library ("100/second", "10 per minute"); empty for no limit.
     publish_rate: str = "100/second"

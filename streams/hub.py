@@ -19,18 +19,21 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
 from streams._pubsub import SubscriberProtocol, encode_command
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import pubsub_channel
+from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.metrics import DeliveryLag
 from streams.relink import RedisLink
 from streams.subscriber import Subscriber
 from streams.transports import Transport
+
+if TYPE_CHECKING:
+    from streams.presence import Presence
 
 log = logging.getLogger("finrt.hub")
 
@@ -128,6 +131,8 @@ class Hub(RedisLink):
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Who is on which file (streams/presence.py); None: no presence (benchmarks, tools).
+        self.presence: Presence | None = None
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
@@ -230,7 +235,10 @@ class Hub(RedisLink):
             ch = self._channels.get(name)
             if ch is None:  # unsubscribed meanwhile (idle); subscribe again
                 return await self.join(sub, channels, timeout)
-            ch.subscribers.add(sub)
+            if sub not in ch.subscribers:
+                ch.subscribers.add(sub)
+                if self.presence is not None:
+                    self.presence.track(sub.user_id, name)
             ch.idle_since = None
 
     def leave(self, sub: Subscriber, channels: list[str] | None = None) -> None:
@@ -239,7 +247,10 @@ class Hub(RedisLink):
         for name in names:
             ch = self._channels.get(name)
             if ch is not None:
-                ch.subscribers.discard(sub)
+                if sub in ch.subscribers:
+                    ch.subscribers.discard(sub)
+                    if self.presence is not None:
+                        self.presence.untrack(sub.user_id, name)
                 if not ch.subscribers:
                     ch.idle_since = now
             if channels is not None:
@@ -324,6 +335,8 @@ class Hub(RedisLink):
         preamble = sub.transport.preamble(self.retry_ms, sub.cursor() if announce else None)
         if preamble is not None:
             await sub.write_now([preamble])
+        if self.presence is not None:  # who is on each file, before any event
+            await sub.write_now(await self.presence.greeting(sub))
         for name, bounds, plan in plans:
             if plan.reset is not None:
                 self.stats.resets += 1
@@ -374,6 +387,12 @@ class Hub(RedisLink):
     # -- live delivery --------------------------------------------------------------------------
 
     def _on_message(self, name: bytes, payload: bytes) -> None:
+        if payload[:1] == b"P":  # presence (streams/presence.py): live only, never stored
+            if self.presence is not None:
+                self.presence.on_message(
+                    channel_from_pubsub(self.prefix, name.decode()), payload[1:]
+                )
+            return
         try:
             event = Event.from_envelope(payload)
         except Exception:
@@ -396,6 +415,26 @@ class Hub(RedisLink):
         for sub in ch.subscribers:
             if sub.offer(event):
                 dirty.add(sub)
+
+    def broadcast_raw(
+        self, channel: str, event_type: str, envelope: bytes, skip_user: str | None = None
+    ) -> None:
+        """An event for every stream on ``channel`` that leaves positions alone (presence),
+        framed once per transport kind."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        framed: dict[Transport, bytes] = {}
+        for sub in ch.subscribers:
+            if sub.user_id != skip_user:
+                frame = framed.get(sub.transport)
+                if frame is None:
+                    frame = framed[sub.transport] = sub.transport.control(
+                        event_type, envelope, None
+                    )
+                sub.queue_raw(frame)
+                self._dirty.add(sub)
+        self._schedule_flush()
 
     def mark(self, sub: Subscriber) -> None:
         self._dirty.add(sub)

@@ -30,3 +30,19 @@ def ticket_key(prefix: str, ticket: str) -> str:
 def dedupe_key(prefix: str, channel: str, token: str) -> str:
     """Marks an idempotent publish as done; value: the event id; TTL: seven days."""
     return f"{prefix}:{{{channel}}}:d:{token}"
+
+
+def presence_key(prefix: str, channel: str, part: str) -> str:
+    """A file's presence, in the channel's hash tag: ``u`` (user -> processes holding it),
+    ``c`` (user -> connections), ``z`` (user by since), ``p:<process>`` (that process's users)."""
+    return f"{prefix}:{{{channel}}}:pr:{part}"
+
+
+def presence_procs_key(prefix: str) -> str:
+    """Every API process that holds presence, scored by its lease's end (Redis time, ms)."""
+    return f"{prefix}:presence:procs"
+
+
+def presence_files_key(prefix: str, process: str) -> str:
+    """The file channels where ``process`` holds presence (read when its lease has expired)."""
+    return f"{prefix}:presence:files:{process}"

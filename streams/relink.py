@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from streams.envelope import Event, StreamId
     from streams.history import HistoryReader
     from streams.hub import Stats, _Channel
+    from streams.presence import Presence
     from streams.subscriber import Subscriber
 
 log = logging.getLogger("finrt.hub")
@@ -28,6 +29,7 @@ class RedisLink:
     # The hub's state and fan-out this part works with (defined by Hub).
     redis_url: str
     redis_health_seconds: float
+    presence: Presence | None
     prefix: str
     history: HistoryReader
     stats: Stats
@@ -87,6 +89,8 @@ class RedisLink:
                 self.stats.reconnects += 1
                 log.info("Redis pub/sub reconnected; filling gaps from history")
             await self._resubscribe_all(conn, refill=not first)
+            if not first and self.presence is not None:
+                self.presence.on_reconnect()
             first = False
             self._connected.set()
             await conn.lost

@@ -108,6 +108,7 @@ class Received:
     id: str | None
     event: str
     data: str
+    had_id: bool = True  # the frame carried its own ``id:`` line
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -123,6 +124,10 @@ class SSEStream:
     frames: asyncio.Queue[Received | str | None] = field(default_factory=asyncio.Queue)
     last_id: str | None = None
     retry: int | None = None
+    # Presence events (docs/presence.md) come on every file stream; tests of other things skip
+    # them (kept in ``skipped``) unless they ask for them.
+    presence: bool = False
+    skipped: list[Received] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -135,13 +140,16 @@ class SSEStream:
             async for line in self.response.aiter_lines():
                 if line == "":
                     if data_lines:
-                        await self.frames.put(
-                            Received(
-                                buffer.get("id", self.last_id),
-                                buffer.get("event", "message"),
-                                "\n".join(data_lines),
-                            )
+                        got = Received(
+                            buffer.get("id", self.last_id),
+                            buffer.get("event", "message"),
+                            "\n".join(data_lines),
+                            "id" in buffer,
                         )
+                        if got.event.startswith("presence") and not self.presence:
+                            self.skipped.append(got)
+                        else:
+                            await self.frames.put(got)
                     buffer, data_lines = {}, []
                     continue
                 if line.startswith(":"):
@@ -199,6 +207,7 @@ async def sse(
     last_event_id: str | None = None,
     params: Any = None,
     client: httpx.AsyncClient | None = None,
+    presence: bool = False,
 ) -> AsyncIterator[SSEStream]:
     headers = {"Accept": "text/event-stream"}
     if token:
@@ -216,7 +225,7 @@ async def sse(
                     request=response.request,
                     response=response,
                 )
-            stream = SSEStream(response)
+            stream = SSEStream(response, presence=presence)
             stream.start()
             try:
                 yield stream

@@ -29,6 +29,7 @@ from api.deps import StateDep
 from api.http_metrics import HttpCollector
 from models.outbox import count_refused
 from streams.metrics import HubCollector
+from streams.presence_metrics import PresenceCollector
 from workers.metrics import TaskDurations, durations_key, parse_durations
 from workers.outcomes import outcomes_key
 
@@ -149,6 +150,8 @@ async def metrics(state: StateDep, request: Request) -> Response:
     # A registry per scrape: nothing global, and every value is read as of this request.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(state.hub))
+    if state.hub.presence is not None:
+        registry.register(PresenceCollector(state.hub.presence))
     registry.register(TaskCollector(outcomes, durations))
     registry.register(LoopCollector())
     registry.register(HttpCollector(request.app.state.http_stats))

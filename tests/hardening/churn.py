@@ -44,6 +44,8 @@ class ChurnClient:
     connections: int = 0
     resets: int = 0
     auth_expired: int = 0
+    presence: int = 0  # presence events (no id, never in history: not part of the tally)
+    presence_with_id: int = 0  # presence events that carried an id (none may)
     refused: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     tickets: list[str] = field(default_factory=list)
@@ -171,6 +173,11 @@ def _take(client: ChurnClient, block: bytes) -> str | None:
                 client.start = {client.channels[0]: parse_id(sse_id)}
         return None
     envelope: dict[str, Any] = orjson.loads(data)
+    if event.startswith("presence"):
+        client.presence += 1
+        if sse_id is not None or envelope["id"] is not None:
+            client.presence_with_id += 1
+        return event
     if event == "auth_expired":
         client.auth_expired += 1
         return event

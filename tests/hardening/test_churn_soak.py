@@ -226,6 +226,7 @@ async def _soak(env, start_api, make_file, redis_url: str) -> None:
     after = await asyncio.to_thread(_measure, servers, urls, redis_port)
     named_after, subscribed_after = _hub_links(watcher)
     watcher.close()
+    ghosts = await _presence_is_true(env, urls, file_of)
 
     # Tokens and tickets: in no log line of either process, nor in their metrics.
     metrics_text = "".join(httpx.get(f"{u}/metrics", timeout=5).text for u in urls)
@@ -290,6 +291,11 @@ async def _soak(env, start_api, make_file, redis_url: str) -> None:
     # The Redis pool keeps its connections for reuse, bounded (api/app.py: 200).
     assert all(a["redis_conns"] <= 201 for a in after), after
     assert not leaked, f"{len(leaked)} token or ticket values in logs or metrics"
+    # Presence: every file stream opened with a snapshot, none of them with an id, and after
+    # the churn every file's presence is exactly the clients still connected.
+    assert sum(c.presence for c in clients) > 0
+    assert sum(c.presence_with_id for c in clients) == 0
+    assert ghosts == [], ghosts
     # The grep looked at real access lines carrying redacted credentials.
     assert "access_token=***" in logs and "ticket=***" in logs
 
@@ -307,3 +313,34 @@ async def _churn_on(
     # Clients start spread over the first second, as after a deploy.
     await asyncio.sleep(rng.uniform(0, 1.0))
     await churn(client, "127.0.0.1", ports, until, rng, max_read)
+
+
+async def _presence_is_true(env, urls: list[str], file_of: dict[str, int]) -> list[str]:
+    """After the churn: with one stream per file held open by its first user (on either
+    process), both processes must list exactly that user on each file once the grace period
+    (5 s by default) has let everyone else go. Returns the differences found."""
+    owners = {fid: user for user, fid in reversed(list(file_of.items()))}
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        for k, (fid, user) in enumerate(sorted(owners.items())):
+            url = f"{urls[k % 2]}/api/v1/stream/files/{fid}"
+            headers = {"Authorization": f"Bearer {make_token(env, user)}"}
+            response = await stack.enter_async_context(client.stream("GET", url, headers=headers))
+            assert response.status_code == 200
+        deadline = time.monotonic() + 30
+        while True:
+            wrong = []
+            for fid, user in sorted(owners.items()):
+                for url in urls:
+                    got = await client.get(
+                        f"{url}/api/v1/files/{fid}/presence",
+                        headers={"Authorization": f"Bearer {make_token(env, user)}"},
+                    )
+                    users = [u["user_id"] for u in got.json()["users"]]
+                    if users != [user]:
+                        wrong.append(f"file {fid} on {url}: {users}")
+            if not wrong or time.monotonic() > deadline:
+                return wrong
+            await asyncio.sleep(1.0)

@@ -14,6 +14,7 @@ import { compareIds, EventConnection } from "./connection.js";
 import { FilePanel } from "./files.js";
 import { schedule, stats } from "./frame.js";
 import { Inbox } from "./inbox.js";
+import { Collaboration } from "./presence.js";
 import { ReportPanel } from "./reports.js";
 import { WhatIfPanel } from "./whatif.js";
 
@@ -133,6 +134,8 @@ function start(userId) {
     onError: reportError,
   });
 
+  const collab = new Collaboration({ root: $("collab"), avatars: $("presence-avatars"), label: $("presence-label"), activity: $("activity"), selfId: userId });
+
   // -- the chosen file ---------------------------------------------------------------------
 
   let fileId = null;
@@ -184,6 +187,7 @@ function start(userId) {
     fileBuffer = null;
     history.replaceState(history.state, "", `${location.pathname}${location.search}#file=${id}${period === "month" ? "" : `&period=${period}`}`);
     files.choose(id);
+    collab.choose(id);
     cards.reset([], null);
     chart.reset([], null);
     reports.choose(id, false);
@@ -243,6 +247,7 @@ function start(userId) {
       case "parameter_update":
         files.parameter(data);
         whatIf.parameter(data);
+        collab.parameter(data);
         break;
       case "report_status":
         reports.update(data);
@@ -260,9 +265,12 @@ function start(userId) {
       if (envelope.type === "job_progress") files.job(envelope.data || {});
       else if (envelope.type === "report_status") reports.update(envelope.data);
       else inbox.handle(envelope);
+      // A file shared with this user joins the list at once.
+      if (envelope.type === "notification" && envelope.data?.type === "collaboration_invite") sharedWithMe(envelope.data.data?.file_id);
       return;
     }
     if (envelope.channel !== `file:${fileId}`) return;
+    if (collab.apply(envelope)) return; // presence: no id, no snapshot order to keep
     if (fileBuffer) fileBuffer.push(envelope);
     else applyFileEvent(envelope);
   }
@@ -270,6 +278,15 @@ function start(userId) {
   function onSnapshotNeeded(channel) {
     if (channel === userChannel) inbox.load();
     else if (channel === `file:${fileId}`) loadSnapshot(fileId, choice);
+  }
+
+  async function sharedWithMe(id) {
+    try {
+      await files.load();
+    } catch {
+      return; // the next reload lists it
+    }
+    if (fileId == null && id) selectFile(id);
   }
 
   conn = new EventConnection({ token, onEvent, onSnapshotNeeded, onStatus, onExpired: expire });
