@@ -101,8 +101,9 @@ async def websocket_route(ws: WebSocket) -> None:
         credentials, _, _ = read_credentials(ws.scope)
         principal = await authenticate_stream(state, credentials)
     except HTTPException as exc:
-        # 1013 "try again later": the identity provider's keys could not be fetched (503).
-        code = 4001 if exc.status_code == 401 else 1013
+        # 1013 "try again later" only when the service is unavailable (the identity provider's
+        # keys could not be fetched: 503); a bad credential of any kind is 4001.
+        code = 1013 if exc.status_code == 503 else 4001
         await ws.close(code=code, reason=str(exc.detail)[:100])
         return
     except RedisError:
