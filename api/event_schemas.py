@@ -223,6 +223,8 @@ def _types() -> dict[str, Any]:
                 "error": None,
             },
         ),
+        **_inbox_types(),
+        **_presence_types(),
         "reset": _object(
             {
                 "reason": {
@@ -244,6 +246,105 @@ def _types() -> dict[str, Any]:
     }
 
 
+_COUNTS = {
+    "type": "object",
+    "description": "the caller's counts after the change (as GET /notifications/counts)",
+    "properties": {
+        "unseen": _INT,
+        "unread": _INT,
+        "by_priority": {"type": "object", "additionalProperties": _INT},
+    },
+}
+_COUNTS_EXAMPLE = {
+    "unseen": 0,
+    "unread": 2,
+    "by_priority": {"low": 0, "normal": 1, "high": 1, "urgent": 0},
+}
+
+
+def _inbox_event(properties: dict[str, Any], *, example: dict[str, Any], description: str) -> Any:
+    """An inbox-state event: its own fields plus the counts that go with it."""
+    return _object(
+        {**properties, "unread_count": _INT, "counts": _COUNTS},
+        example={**example, "unread_count": 2, "counts": _COUNTS_EXAMPLE},
+        description=description,
+    )
+
+
+def _inbox_types() -> dict[str, Any]:
+    nid = {"type": "string", "examples": ["0b6f3c1e-8d0a-4c1e-9a57-2f1f6d4b8e21"]}
+    ids = {"type": "array", "items": {"type": "string"}}
+    uuid = "0b6f3c1e-8d0a-4c1e-9a57-2f1f6d4b8e21"
+    when = "2026-11-25T17:41:00.000000Z"
+    unarchived = _notification()
+    unarchived["properties"]["counts"] = _COUNTS
+    unarchived["description"] = "a notification came back from the archive (as listed)"
+    unarchived["examples"] = [{**unarchived["examples"][0], "counts": _COUNTS_EXAMPLE}]
+    return {
+        "notifications_seen": _inbox_event(
+            {"up_to": nid, "seen_at": _TIME, "count": _INT},
+            description="every notification up to `up_to` was seen (the badge counts unseen)",
+            example={"up_to": uuid, "seen_at": when, "count": 3},
+        ),
+        "notification_archived": _inbox_event(
+            {"ids": ids, "archived_at": _TIME},
+            description="one (`id`) or several (`ids`, archive-read) were archived",
+            example={"id": uuid, "ids": [uuid], "archived_at": when},
+        ),
+        "notification_unarchived": unarchived,
+        "notification_snoozed": _inbox_event(
+            {"id": nid, "snoozed_until": _TIME},
+            description="hidden until `snoozed_until`; it then comes back as a `notification` "
+            "with woken_from_snooze: true",
+            example={"id": uuid, "snoozed_until": "2026-11-26T09:00:00.000000Z"},
+        ),
+        "notification_action_done": _object(
+            {"id": nid, "index": {"type": "integer", "enum": [0, 1]}, "done_at": _TIME},
+            description="an action of a notification was performed (shown as done everywhere)",
+            example={"id": uuid, "index": 0, "done_at": when},
+        ),
+        "notification_expired": _inbox_event(
+            {"id": nid},
+            description="a notification reached its expires_at and left the inbox",
+            example={"id": uuid},
+        ),
+    }
+
+
+def _presence_types() -> dict[str, Any]:
+    user = {
+        "type": "object",
+        "required": ["user_id", "connections", "since"],
+        "properties": {"user_id": {"type": "string"}, "connections": _INT, "since": _TIME},
+    }
+    return {
+        "presence": _object(
+            {"file_id": _FILE_ID, "count": _INT, "users": {"type": "array", "items": user}},
+            description="who has the file open now (first on every file stream; no id)",
+            example={
+                "file_id": 7,
+                "count": 1,
+                "users": [{"user_id": "dana", "connections": 2, "since": "2026-11-25T17:40:12Z"}],
+            },
+        ),
+        "presence_join": _object(
+            {"file_id": _FILE_ID, "user_id": {"type": "string"}},
+            description="a user opened the file (no id: never in history)",
+            example={"file_id": 7, "user_id": "dana"},
+        ),
+        "presence_leave": _object(
+            {"file_id": _FILE_ID, "user_id": {"type": "string"}},
+            description="a user's last connection to the file has been gone for the grace period",
+            example={"file_id": 7, "user_id": "dana"},
+        ),
+        "presence_count": _object(
+            {"file_id": _FILE_ID, "count": _INT},
+            description="a big room's count, at most once a second (no id)",
+            example={"file_id": 7, "count": 1200},
+        ),
+    }
+
+
 def envelope_schema() -> dict[str, Any]:
     """The envelope alone (also the OpenAPI component ``EventEnvelope``)."""
     return {
@@ -254,7 +355,9 @@ def envelope_schema() -> dict[str, Any]:
         "properties": {
             "id": {
                 **_ID,
-                "description": "unique, strictly increasing within the channel (opaque)",
+                "type": ["string", "null"],
+                "description": "unique, strictly increasing within the channel (opaque); null on "
+                "presence events, which are never stored and move no position",
             },
             "channel": {
                 "type": "string",
