@@ -190,7 +190,7 @@ def send_and_announce(url: str, report_id: int, send: Callable[[], None]) -> Non
             update(ReportExport)
             .where(ReportExport.id == report_id, ReportExport.status == "queued")
             .values(status="queued")
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if _rowcount(held) == 0:
             raise RuntimeError(f"report {report_id} is not queued")
@@ -203,7 +203,12 @@ def send_and_announce(url: str, report_id: int, send: Callable[[], None]) -> Non
 def discard_report(url: str, report_id: int) -> None:
     """Remove a report whose task could not be queued: no row, no event, as if never asked."""
     with session_scope(url) as session:
-        session.execute(delete(ReportExport).where(ReportExport.id == report_id))
+        # Nothing was announced for it: no event either way.
+        session.execute(
+            delete(ReportExport)
+            .where(ReportExport.id == report_id)
+            .execution_options(finrt_events="explicit")
+        )
 
 
 def fail_report(url: str, report_id: int, reason: str, notify: bool = True) -> bool:
