@@ -51,7 +51,7 @@ Token = str | Callable[[], str]
 class Event:
     """One event: the envelope's fields, and ``position`` (what to resume from)."""
 
-    id: str
+    id: str | None  # None on presence events (never stored, no position)
     channel: str
     type: str
     data: Any
@@ -63,6 +63,8 @@ class Event:
     def from_sse(cls, sse: ServerSentEvent) -> Event:
         envelope = json.loads(sse.data)
         kind = CONTROL.get(envelope.get("type"), cls)
+        if str(envelope.get("type", "")).startswith("presence"):
+            kind = Presence
         return kind(
             id=envelope["id"],
             channel=envelope["channel"],
@@ -87,6 +89,12 @@ class Reset(Event):
 class AuthExpired(Event):
     """The token expired and the server ended the stream. With a token callable the client
     reconnects with a fresh token (from the same position); with a fixed token it stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Presence(Event):
+    """Who has a file open (``presence``, ``presence_join``, ``presence_leave``,
+    ``presence_count``): live only, ``id`` None, never in history; it moves no position."""
 
 
 CONTROL: dict[str, type[Event]] = {"reset": Reset, "auth_expired": AuthExpired}

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from api.auth import issue_token
 from core.settings import Settings
-from finrt.client import astream
+from finrt.client import Presence, astream
 from streams.channels import check_channel
 from streams.envelope import InvalidEvent, parse_id
 from streams.hub import Hub
@@ -73,6 +73,8 @@ async def run_tail(
         raise ApiUnreachable(f"the API is not reachable at {api_url}: {exc}") from None
     out = sys.stdout
     async for event in astream(api_url, [channel], token or fresh, last_event_id=from_id or None):
+        if isinstance(event, Presence):
+            continue  # who is watching (this tail included), not the channel's events
         envelope = {
             "id": event.id,
             "channel": event.channel,

@@ -23,7 +23,7 @@ DOC = ROOT / "docs" / "browser-client.md"
 
 # `window.start(options)` connects with the module and records what it hands over.
 HARNESS_SCRIPT = """
-window.log = []; window.statuses = []; window.byType = []; window.resets = [];
+window.log = []; window.presence = []; window.statuses = []; window.byType = []; window.resets = [];
 window.refreshCalls = 0; window.expired = 0;
 window.start = async (options) => {
   const finrt = await import("/static/finrt.js");
@@ -32,7 +32,8 @@ window.start = async (options) => {
   window.conn = finrt.connect({
     ...options,
     ...extra,
-    onEvent: (e) => window.log.push(e),
+    // Presence events (no id, never in history) are kept apart from the channel's events.
+    onEvent: (e) => (e.id == null ? window.presence : window.log).push(e),
     onStatus: (state, detail) => window.statuses.push([state, detail.role]),
     onReset: (channel, reason) => window.resets.push([channel, reason]),
     onAuthExpired: () => (window.expired += 1),

@@ -38,14 +38,14 @@ window.tryApi = async (api, token, publisher, user) => {
         const p = await fetch(`${api}/api/v1/events/user:${user}`, {
           method: "POST",
           headers: { Authorization: `Bearer ${publisher}`, "Content-Type": "application/json" },
-          body: JSON.stringify({ type: "metric_update", data: { hello: "from A" } }),
+          body: JSON.stringify({ type: "price_tick", data: { hello: "from A" } }),
         });
         result.published = p.status;
       } catch (e) {
         result.published = `refused: ${e}`;
       }
     };
-    es.addEventListener("metric_update", (e) => {
+    es.addEventListener("price_tick", (e) => {
       clearTimeout(timer); es.close(); resolve(JSON.parse(e.data).data.hello);
     });
     es.onerror = () => {

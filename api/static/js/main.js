@@ -260,7 +260,7 @@ function start(userId) {
   function onEvent(envelope) {
     stats.events += 1;
     stats.byType[envelope.type] = (stats.byType[envelope.type] || 0) + 1;
-    if (config.recordEvents) (stats.log ||= []).push([envelope.channel, envelope.id]);
+    if (config.recordEvents && envelope.id != null) (stats.log ||= []).push([envelope.channel, envelope.id]);
     if (envelope.channel === userChannel) {
       if (envelope.type === "job_progress") files.job(envelope.data || {});
       else if (envelope.type === "report_status") reports.update(envelope.data);
