@@ -29,6 +29,7 @@ from models.outbox import enqueue, enqueued
 
 EXPLICIT = "finrt_events"  # execution option: "explicit" = the caller enqueues the events
 _CHANGES_KEY = "finrt_changes"
+_OWED_KEY = "finrt_owed_reports"
 MAX_PERIODS = 100
 
 
@@ -46,6 +47,12 @@ class _Changes:
         count, periods = self.financial.get((file_id, statement), (0, set()))
         periods.add(period)
         self.financial[(file_id, statement)] = (count + 1, periods)
+
+
+def owe_report_events(session: Session, report_id: int) -> None:
+    """The caller announces this report's events itself, later (or never, if it is discarded):
+    the hooks enqueue none for it in this transaction."""
+    session.info.setdefault(_OWED_KEY, set()).add(report_id)
 
 
 def _changes(session: Session) -> _Changes:
@@ -115,6 +122,7 @@ def _note_bulk(state: ORMExecuteState) -> None:
 def _enqueue_uncovered(session: Session) -> None:
     session.flush()  # the commit's own flush comes after this hook: note its changes now
     changes: _Changes | None = session.info.pop(_CHANGES_KEY, None)
+    owed: set[int] = session.info.pop(_OWED_KEY, set())
     if changes is None:
         return
     done = enqueued(session)
@@ -151,7 +159,7 @@ def _enqueue_uncovered(session: Session) -> None:
     for report_id, values in sorted(changes.reports.items()):
         key = f"report:{report_id}"
         channel = f"file:{values['file_id']}"
-        if (channel, "report_status", key) in done:
+        if (channel, "report_status", key) in done or report_id in owed:
             continue
         status = values["status"]
         data = {k: v for k, v in values.items() if k != "requested_by"}
@@ -168,3 +176,4 @@ def _enqueue_uncovered(session: Session) -> None:
 def _forget(session: Session) -> None:
     if not session.in_nested_transaction():
         session.info.pop(_CHANGES_KEY, None)
+        session.info.pop(_OWED_KEY, None)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from domain.reports import REPORT_EXTENSIONS
 from models import File, FileSchedule, ReportExport, enqueue, session_scope
 from models.base import utcnow
+from models.change_events import owe_report_events
 from models.financial import FREQUENCIES
 from services.access import Forbidden, NotFound, file_for_reader
 from services.files import file_channel, user_channel
@@ -176,6 +177,8 @@ def request_report(
     session.flush()
     if announce:
         enqueue_status(session, report, "queued", 0)
+    else:
+        owe_report_events(session, report.id)  # send_and_announce (or discard_report) owes them
     return report
 
 

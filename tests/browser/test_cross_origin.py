@@ -20,6 +20,7 @@ PAGE = b"""<!doctype html><html><head><title>app</title></head><body>
 // and a stream that must deliver the published event.
 window.tryApi = async (api, token, publisher, user) => {
   const result = { rest: null, stream: null, published: null };
+  let publishing = null;
   try {
     const r = await fetch(`${api}/api/v1/notifications`, {
       headers: { Authorization: `Bearer ${token}` },
@@ -34,7 +35,7 @@ window.tryApi = async (api, token, publisher, user) => {
     es.onopen = async () => {
       if (result.published !== null) return;
       result.published = "sending";
-      try {
+      publishing = (async () => { try {
         const p = await fetch(`${api}/api/v1/events/user:${user}`, {
           method: "POST",
           headers: { Authorization: `Bearer ${publisher}`, "Content-Type": "application/json" },
@@ -43,7 +44,7 @@ window.tryApi = async (api, token, publisher, user) => {
         result.published = p.status;
       } catch (e) {
         result.published = `refused: ${e}`;
-      }
+      } })();
     };
     es.addEventListener("price_tick", (e) => {
       clearTimeout(timer); es.close(); resolve(JSON.parse(e.data).data.hello);
@@ -52,6 +53,7 @@ window.tryApi = async (api, token, publisher, user) => {
       if (es.readyState === EventSource.CLOSED) { clearTimeout(timer); resolve("refused"); }
     };
   });
+  if (publishing) await publishing;  // the event may arrive before the publish's answer
   return result;
 };
 </script></body></html>"""
