@@ -10,7 +10,7 @@ from models.financial import (
     FinancialDataRow,
     ReportExport,
 )
-from models.notifications import Notification
+from models.notifications import Notification, NotificationPreference
 from models.outbox import OutboxEvent, enqueue
 from models.users import File, FileMember, User
 
@@ -24,6 +24,7 @@ __all__ = [
     "FileUpload",
     "FinancialDataRow",
     "Notification",
+    "NotificationPreference",
     "OutboxEvent",
     "ReportExport",
     "User",
