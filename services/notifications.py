@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
 from models.outbox import enqueue
+from services import engagement
 from services.access import ensure_user
 from services.preferences import is_critical, muted
 from streams.channels import user_channel
@@ -248,6 +249,7 @@ def create_notification(
         return existing
     if is_muted:
         return n
+    engagement.count(session, "created", type)
     payload = to_public(n)
     payload["unread_count"] = unread_count(session, user_id)
     enqueue(session, user_channel(user_id), "notification", payload)
@@ -405,6 +407,7 @@ def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Not
     )
     count = unread_count(session, user_id, now)
     if changed:
+        engagement.count(session, "read", n.type)
         data = {"id": n.id, "read_at": iso(n.read_at), "unread_count": count}
         enqueue(session, user_channel(user_id), "notification_read", data)
     return n, count
@@ -437,13 +440,17 @@ def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
     Nothing to mark: nothing is published.
     """
     now = datetime.now(UTC)
-    result = session.execute(
-        update(Notification)
-        .where(visible(user_id, now), Notification.is_read.is_(False))
-        .values(is_read=True, read_at=now)
-        .execution_options(synchronize_session="evaluate")
+    read_types = list(
+        session.scalars(
+            update(Notification)
+            .where(visible(user_id, now), Notification.is_read.is_(False))
+            .values(is_read=True, read_at=now)
+            .returning(Notification.type)
+            .execution_options(synchronize_session="evaluate")
+        )
     )
-    marked = rowcount(result)
+    marked = len(read_types)
+    engagement.count_types(session, "read", read_types)
     # Counted, not assumed 0: one created concurrently may already be committed and unread.
     count = unread_count(session, user_id, now)
     if marked:

@@ -19,14 +19,16 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from streams._pubsub import SubscriberProtocol, encode_command
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import pubsub_channel
+from streams.keys import ENGAGEMENT_HOUR_TTL, engagement_key, pubsub_channel
 from streams.metrics import DeliveryLag
 from streams.relink import RedisLink
 from streams.subscriber import Subscriber
@@ -74,6 +76,7 @@ class Stats:
         "deliveries",
         "events_in",
         "flushes",
+        "notifications_delivered",
         "reconnects",
         "resets",
         "resumes",
@@ -85,6 +88,9 @@ class Stats:
         self.events_in = self.deliveries = self.flushes = 0
         self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
         self.unresponsive = 0  # links dropped for not answering a PING in time
+        # `notification` events by their notification's type that reached at least one open
+        # stream of this process when they arrived (counted once however many tabs).
+        self.notifications_delivered: dict[str, int] = {}
 
 
 class Hub(RedisLink):
@@ -128,6 +134,8 @@ class Hub(RedisLink):
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Deliveries by type not yet added to the fleet's Redis counters (once per tick).
+        self._delivered_unsaved: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
@@ -396,6 +404,42 @@ class Hub(RedisLink):
         for sub in ch.subscribers:
             if sub.offer(event):
                 dirty.add(sub)
+        if event.type == "notification" and ch.subscribers:
+            self._count_delivery(event)
+
+    def _count_delivery(self, event: Event) -> None:
+        """Count a notification that reached a stream: in memory here, added to Redis by the
+        tick (no write per delivery). A woken snooze was counted when first delivered."""
+        try:
+            data = orjson.loads(event.envelope)["data"]
+            kind = str(data["type"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if data.get("woken_from_snooze"):
+            return
+        totals = self.stats.notifications_delivered
+        totals[kind] = totals.get(kind, 0) + 1
+        self._delivered_unsaved[kind] = self._delivered_unsaved.get(kind, 0) + 1
+
+    async def save_delivery_counts(self) -> None:
+        """Add the deliveries counted since the last call to the fleet's Redis counters; on
+        failure they wait for the next call."""
+        unsaved, self._delivered_unsaved = self._delivered_unsaved, {}
+        if not unsaved:
+            return
+        hour = datetime.now(UTC).strftime("%Y%m%d%H")
+        try:
+            async with asyncio.timeout(2.0):
+                pipe = self.client.pipeline(transaction=False)
+                for kind, n in unsaved.items():
+                    pipe.hincrby(engagement_key(self.prefix), f"delivered:{kind}", n)
+                    pipe.hincrby(engagement_key(self.prefix, hour), f"delivered:{kind}", n)
+                pipe.expire(engagement_key(self.prefix, hour), ENGAGEMENT_HOUR_TTL)
+                await pipe.execute()
+        except Exception:
+            for kind, n in unsaved.items():
+                self._delivered_unsaved[kind] = self._delivered_unsaved.get(kind, 0) + n
+            log.debug("notification deliveries not yet saved to Redis", exc_info=True)
 
     def mark(self, sub: Subscriber) -> None:
         self._dirty.add(sub)
@@ -446,6 +490,7 @@ class Hub(RedisLink):
         next_ping = time.monotonic() + self.ping_seconds
         while True:
             await asyncio.sleep(interval)
+            await self.save_delivery_counts()
             now = time.monotonic()
             if now >= next_ping:
                 next_ping = now + self.ping_seconds

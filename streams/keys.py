@@ -30,3 +30,14 @@ def ticket_key(prefix: str, ticket: str) -> str:
 def dedupe_key(prefix: str, channel: str, token: str) -> str:
     """Marks an idempotent publish as done; value: the event id; TTL: seven days."""
     return f"{prefix}:{{{channel}}}:d:{token}"
+
+
+# An hour's notification counters live a little over a day ("finrt stats" reads the last 24).
+ENGAGEMENT_HOUR_TTL = 26 * 3600
+
+
+def engagement_key(prefix: str, hour: str | None = None) -> str:
+    """Notification counters by ``<kind>:<type>`` (created, delivered, seen, read, acted,
+    archived): the running totals, or with ``hour`` (``YYYYMMDDHH``, UTC) that hour's, kept a
+    little over a day for ``finrt stats``."""
+    return f"{prefix}:notifications:engagement" + (f":{hour}" if hour else "")
