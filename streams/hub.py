@@ -165,6 +165,8 @@ class Hub(RedisLink):
         """Close every stream and the Redis link; with ``retry_ms``, each stream's last frame
         asks its client to reconnect after that long (where its transport can say so)."""
         self._stopping = True
+        with contextlib.suppress(Exception):  # this process's last deliveries, if Redis answers
+            await self.save_delivery_counts()
         for sub in list(self._subscribers):
             final = None if retry_ms is None else sub.transport.farewell(retry_ms)
             sub.close("shutdown", final)
