@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jsonschema
 import pytest
 
 from core.settings import get_settings
@@ -77,6 +78,9 @@ async def test_fifty_problems_in_one_window_are_one_notification_counting_fifty(
     assert last["title"] == "50 data-quality issues in fy2025.csv"
     assert last["message"] == "line 50: not a number"
     assert last["counts"]["unread"] == 1
+    # The event fits its published JSON Schema.
+    schema = (await me.client.get("/api/v1/schemas/events.json")).json()
+    jsonschema.Draft202012Validator(schema).validate(rest[-1].envelope)
     page = await me.page()
     assert [(n["count"], n["title"]) for n in page["notifications"]] == [
         (50, "50 data-quality issues in fy2025.csv")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.support import sse
@@ -67,6 +68,7 @@ async def test_a_change_reaches_every_tab_and_a_muted_type_is_kept_out_of_sight(
     stream_url, token, notify, inbox, user
 ):
     me = inbox(user)
+    schema = (await me.client.get("/api/v1/schemas/events.json")).json()
     async with sse(stream_url, token(user)) as tab1, sse(stream_url, token(user)) as tab2:
         response = await put(me, {"types": {"report_ready": {"inbox": False, "toast": False}}})
         assert response.status_code == 200, response.text
@@ -81,6 +83,7 @@ async def test_a_change_reaches_every_tab_and_a_muted_type_is_kept_out_of_sight(
                 "critical": False,
             }
             assert data["types"]["file_processed"]["inbox"] is True
+            jsonschema.Draft202012Validator(schema).validate(got.envelope)
 
         muted = notify(user, "muted report", type="report_ready")
         shown = notify(user, "file done", type="file_processed")
