@@ -38,6 +38,7 @@ def test_pop_ups_turned_off_in_one_tab_stop_in_the_other(api, user, open_dashboa
         timeout=15000,
     )
 
+    second.screenshot("preferences-toasts-off")
     muted = notify(user, "Q4 ready", type="report_ready", priority="high")
     other = notify(user, "Import done", type="file_processed", priority="high")
     second.page.wait_for_selector(f'.toast[data-id="{other}"]')

@@ -75,8 +75,8 @@ export class PreferencesPanel {
         const text = field === "inbox" ? "In inbox" : "Pop-up";
         return el("label", { class: "prefs-switch" }, box, ` ${text}`);
       });
-      const note = choice.critical ? el("span", { class: "muted", text: " always on" }) : "";
-      return el("div", { class: "prefs-row", "data-type": type }, el("span", { class: "prefs-name", text: name }), note, ...boxes);
+      const note = choice.critical ? el("span", { class: "muted prefs-note", text: "always on" }) : "";
+      return el("div", { class: "prefs-row", "data-type": type }, el("span", { class: "prefs-name", text: name }, note), ...boxes);
     });
     this.list.replaceChildren(...rows);
   }
