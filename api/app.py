@@ -33,6 +33,7 @@ from api.routes import (
     metrics,
     notifications,
     page,
+    preferences,
     presence,
     reference,
     reports,
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(streams.router)
     app.include_router(events.router)
+    app.include_router(preferences.router)
     app.include_router(notifications.router)
     app.include_router(inbox.router)
     app.include_router(files.router)

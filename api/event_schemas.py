@@ -64,16 +64,55 @@ def _notification() -> dict[str, Any]:
             "archived_at": None,
             "snoozed_until": None,
             "actions": [],
+            "count": 1,
             "unread_count": 3,
         }
     ]
     return schema
 
 
+def _digest_update() -> dict[str, Any]:
+    schema = _notification()
+    schema["properties"]["counts"] = {"type": "object"}
+    schema["required"] = [*schema["required"], "counts"]
+    schema["description"] = (
+        "a digest grew: the same notification with its new count and title, the unread count "
+        "and the counts (no toast)"
+    )
+    example = {
+        **schema["examples"][0],
+        "type": "data_quality_issue",
+        "title": "12 data-quality issues in fy2025.csv",
+        "count": 12,
+        "counts": {"unseen": 1, "unread": 3, "by_priority": {}},
+    }
+    schema["examples"] = [example]
+    return schema
+
+
+def _preferences() -> Any:
+    choice = _object(
+        {
+            "inbox": {"type": "boolean"},
+            "toast": {"type": "boolean"},
+            "critical": {"type": "boolean"},
+        },
+        description="one type's choice",
+        example={"inbox": True, "toast": False, "critical": False},
+    )
+    return _object(
+        {"types": {"type": "object", "additionalProperties": choice}},
+        description="the person's notification preferences changed (every type's choice)",
+        example={"types": {"report_ready": {"inbox": True, "toast": False, "critical": False}}},
+    )
+
+
 def _types() -> dict[str, Any]:
     progress = {"type": "string", "enum": ["processing", "processed", "failed"]}
     return {
         "notification": _notification(),
+        "notification_updated": _digest_update(),
+        "preferences_updated": _preferences(),
         "notification_read": _object(
             {"id": {"type": "string"}, "read_at": _TIME, "unread_count": _INT},
             description="one notification was read (in any tab)",

@@ -91,6 +91,7 @@ async def _run(spec: dict[str, Any]) -> None:
     rate = float(spec.get("rate", 0))
     concurrency = max(1, int(spec.get("concurrency", 32)))
     want_ids = spec.get("ids", "first")
+    notify = spec.get("type") == "notification"
 
     go = asyncio.Event()
     stop = asyncio.Event()
@@ -143,7 +144,9 @@ async def _run(spec: dict[str, Any]) -> None:
     async def one(ch: str, seq: int) -> str | None:
         nonlocal first_ns, last_ns
         stamp = time.time_ns()
-        data = {"t": stamp, "seq": seq, "pad": pad}
+        data: dict[str, Any] = {"t": stamp, "seq": seq, "pad": pad}
+        if notify:  # what the hub reads to count a notification's delivery by type
+            data["type"] = "report_ready"
         if not first_ns:
             first_ns = stamp
         try:

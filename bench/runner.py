@@ -48,6 +48,9 @@ from bench.profiling import py_spy
 
 SCENARIOS = (
     "fanout-100",
+    # fanout-100 again with `notification` events, which the hub counts (delivery metrics):
+    # the two rows of one run give the counting's cost.
+    "fanout-100-notify",
     "fanout-10",
     "fanout-max",
     "capacity",
@@ -314,6 +317,7 @@ class Bench:
         rate: float,
         concurrency: int = 1,
         drain_max_s: float | None = None,
+        event_type: str | None = None,
     ) -> dict[str, Any]:
         """Open `conns` streams, warm them up, publish, drain; return the merged figures."""
         p = self.p
@@ -342,6 +346,7 @@ class Bench:
                 concurrency=concurrency,
                 warmup=True,
                 ids="first",
+                **({"type": event_type} if event_type else {}),
             )
             warm = await client.wait_warm(30)
             await client.reset()
@@ -424,6 +429,7 @@ class Bench:
         events: int,
         rate: float,
         drain_max_s: float | None = None,
+        event_type: str | None = None,
     ) -> dict[str, Any]:
         p = self.p
         return await self.stream_load(
@@ -436,10 +442,16 @@ class Bench:
             rate=rate,
             concurrency=p.fmax_concurrency if rate <= 0 else 1,
             drain_max_s=drain_max_s,
+            event_type=event_type,
         )
 
     async def s_fanout_100(self, target: Target) -> dict[str, Any]:
         return await self.fanout(target, "fanout-100", self.p.f100_events, 100.0)
+
+    async def s_fanout_100_notify(self, target: Target) -> dict[str, Any]:
+        return await self.fanout(
+            target, "fanout-100-notify", self.p.f100_events, 100.0, event_type="notification"
+        )
 
     async def s_fanout_10(self, target: Target) -> dict[str, Any]:
         return await self.fanout(target, "fanout-10", self.p.f10_events, 10.0)
@@ -758,6 +770,7 @@ class Bench:
             targets.append(Target(self, "baseline"))
         fns: dict[str, Callable[[Target], Awaitable[dict[str, Any]]]] = {
             "fanout-100": self.s_fanout_100,
+            "fanout-100-notify": self.s_fanout_100_notify,
             "fanout-10": self.s_fanout_10,
             "fanout-max": self.s_fanout_max,
             "capacity": self.s_capacity,

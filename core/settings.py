@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # How often beat wakes due snoozes and announces expiries (so within a few seconds).
     inbox_tick_seconds: float = Field(1.0, gt=0)
     stale_job_check_seconds: float = Field(300.0, gt=0)
+    # Notifications of one group within this many seconds of the first become one digest.
+    digest_window_seconds: float = Field(60.0, ge=0)
+    # Notification types nobody can mute, besides the built-in ones (comma-separated names).
+    critical_types: str = ""
     beat_schedule_file: str = "var/celerybeat-schedule"
     # Test hook: report building waits this long first (to kill a worker mid-report).
     report_delay_seconds: float = Field(0.0, ge=0)
@@ -113,6 +117,21 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"FINRT_{str(info.field_name).upper()}: {exc}") from None
         return value.strip()
+
+    @field_validator("critical_types")
+    @classmethod
+    def _type_names(cls, value: str) -> str:
+        for name in (n.strip() for n in value.split(",")):
+            if name and not re.match(r"^[a-z_]{1,32}\Z", name):
+                raise ValueError(
+                    f"FINRT_CRITICAL_TYPES: {name!r} is not a notification type name "
+                    "(comma-separated names such as report_ready,data_quality_issue)"
+                )
+        return value
+
+    @property
+    def critical_type_list(self) -> list[str]:
+        return [n.strip() for n in self.critical_types.split(",") if n.strip()]
 
     @property
     def jwt_asymmetric(self) -> bool:

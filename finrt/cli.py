@@ -225,6 +225,10 @@ def notify(
     message: Annotated[str, typer.Option(help="the text")],
     priority: Annotated[str, typer.Option(help="low, normal, high or urgent")] = "normal",
     dedupe_key: Annotated[str | None, typer.Option(help="create it only once for this key")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="digest group: more of this type and group within the window join it"),
+    ] = None,
     expires_at: Annotated[
         str | None, typer.Option(help="ISO 8601 with a time zone; it vanishes then")
     ] = None,
@@ -257,6 +261,7 @@ def notify(
                 priority=priority,
                 dedupe_key=dedupe_key,
                 expires_at=expires,
+                group=group,
             )
             ident = n.id
     except ValueError as exc:
@@ -277,6 +282,16 @@ def notify(
             "worker -B`) sends it once Redis answers",
             err=True,
         )
+
+
+@app.command()
+def stats() -> None:
+    """Notifications of the last day by type: created, delivered live, seen, read, acted on,
+    and the delivery and interaction rates."""
+    from finrt._stats import print_stats
+
+    s = _settings(signs_tokens=False)
+    print_stats(s, typer.echo, _fail)
 
 
 class _PublishFailures:

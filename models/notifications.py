@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -21,6 +31,9 @@ NOTIFICATION_TYPES = (
     "scheduled_report",
 )
 PRIORITIES = ("low", "normal", "high", "urgent")
+# Types nobody can mute or digest: failures and outages must reach the person. The operator adds
+# more with FINRT_CRITICAL_TYPES.
+BUILT_IN_CRITICAL_TYPES = ("error_alert", "system_update")
 
 
 class Notification(Base):
@@ -70,6 +83,15 @@ class Notification(Base):
             sqlite_where=text("expires_at IS NOT NULL AND expiry_announced_at IS NULL"),
             postgresql_where=text("expires_at IS NOT NULL AND expiry_announced_at IS NULL"),
         ),
+        # The open digest of a group (services/digests.py): only grouped rows are indexed.
+        Index(
+            "ix_notifications_digest",
+            "user_id",
+            "group_key",
+            "group_until",
+            sqlite_where=text("group_key IS NOT NULL"),
+            postgresql_where=text("group_key IS NOT NULL"),
+        ),
         # purge_expired; most notifications never expire, so only those that do are indexed.
         Index(
             "ix_notifications_expires_at",
@@ -103,3 +125,25 @@ class Notification(Base):
     actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # When the tabs were told it expired (notification_expired), so they are told once.
     expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Digests (services/digests.py): the producer's group ("<type>:<group>"), how many
+    # notifications this one stands for, until when more join it, and the count last announced
+    # to the tabs (the inbox tick announces the rest).
+    group_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    group_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    announced_count: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class NotificationPreference(Base):
+    """One person's choice for one type; no row: everything on (the default)."""
+
+    __tablename__ = "notification_preferences"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    inbox: Mapped[bool] = mapped_column(Boolean, default=True)
+    toast: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

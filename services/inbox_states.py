@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.notifications import Notification
 from models.outbox import enqueue
+from services import engagement
 from services.notifications import (
     NotificationNotFound,
     change_one,
@@ -70,13 +71,17 @@ def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str
     )
     marked = 0
     if ids:
-        result = session.execute(
-            update(Notification)
-            .where(Notification.id.in_(ids), Notification.seen_at.is_(None))
-            .values(seen_at=now)
-            .execution_options(synchronize_session=False)
+        seen_types = list(
+            session.scalars(
+                update(Notification)
+                .where(Notification.id.in_(ids), Notification.seen_at.is_(None))
+                .values(seen_at=now)
+                .returning(Notification.type)
+                .execution_options(synchronize_session=False)
+            )
         )
-        marked = rowcount(result)
+        marked = len(seen_types)
+        engagement.count_types(session, "seen", seen_types)
     figures = counts(session, user_id, now)
     if marked:
         data = with_counts(session, user_id, {"up_to": nid, "seen_at": iso(now), "count": marked})
@@ -99,6 +104,7 @@ def archive(
     )
     figures = counts(session, user_id, now)
     if changed:
+        engagement.count(session, "archived", n.type)
         data = {"id": n.id, "ids": [n.id], "archived_at": iso(n.archived_at)}
         enqueue(
             session,
@@ -135,15 +141,15 @@ def archive_read(session: Session, user_id: str) -> tuple[int, dict[str, Any]]:
     now = datetime.now(UTC)
     ids = _lock_in_order(session, visible(user_id, now), Notification.is_read.is_(True))
     if ids:
-        ids = list(
-            session.scalars(
-                update(Notification)
-                .where(Notification.id.in_(ids), Notification.archived_at.is_(None))
-                .values(archived_at=now)
-                .returning(Notification.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
+        rows = session.execute(
+            update(Notification)
+            .where(Notification.id.in_(ids), Notification.archived_at.is_(None))
+            .values(archived_at=now)
+            .returning(Notification.id, Notification.type)
+            .execution_options(synchronize_session=False)
+        ).all()
+        ids = [row[0] for row in rows]
+        engagement.count_types(session, "archived", [row[1] for row in rows])
     figures = counts(session, user_id, now)
     for start in range(0, len(ids), IDS_PER_EVENT):
         chunk = ids[start : start + IDS_PER_EVENT]

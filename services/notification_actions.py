@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from models import File, FileUpload, ReportExport, enqueue
 from models.base import utcnow
 from models.notifications import Notification
+from services import engagement
 from services.files import file_channel, user_channel
 from services.notifications import (
     NotificationNotFound,
@@ -167,6 +168,8 @@ def perform_action(
         if op is None:
             raise ActionRefused(f"unknown action {action.get('op')!r}")
         follow_up = op(session, user_id, dict(action.get("args") or {}))
+    if not any(a.get("done_at") for a in actions):  # acted on: counted once
+        engagement.count(session, "acted", n.type)
     action["done_at"] = iso(now)
     session.execute(
         update(Notification)

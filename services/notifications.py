@@ -9,16 +9,19 @@ Seen, archived and snoozed states live in ``services/inbox_states.py``, actions 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Executable, Result, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
 from models.outbox import enqueue
+from services import engagement
 from services.access import ensure_user
+from services.preferences import is_critical, muted
 from streams.channels import user_channel
 
 MAX_PAGE_SIZE = 100
@@ -55,6 +58,7 @@ def to_public(n: Notification) -> dict[str, Any]:
         "archived_at": iso(n.archived_at),
         "snoozed_until": iso(n.snoozed_until),
         "actions": [public_action(a) for a in n.actions or []],
+        "count": n.count or 1,
     }
 
 
@@ -163,12 +167,18 @@ def create_notification(
     expires_at: datetime | None = None,
     dedupe_key: str | None = None,
     actions: list[dict[str, Any]] | None = None,
+    group: str | None = None,
+    digest_title: str | None = None,
 ) -> Notification:
     """Store a notification and enqueue its ``notification`` event (sent after commit).
 
     With ``dedupe_key``, creating it again returns the stored one and publishes nothing.
     ``actions``: at most two (see ``services/notification_actions.py`` for the makers).
-    ValueError for a bad type, priority or action, or an ``expires_at`` already past.
+    ``group``: notifications of this type and group within FINRT_DIGEST_WINDOW_SECONDS of the
+    first become one digest (``services/digests.py``); ``digest_title`` is its title, where
+    ``{count}`` stands for how many. A type the person muted is stored archived and not
+    published (``services/preferences.py``).
+    ValueError for a bad type, priority, group or action, or an ``expires_at`` already past.
     """
     if expires_at is not None:
         if expires_at.tzinfo is None:
@@ -180,6 +190,8 @@ def create_notification(
         raise ValueError(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
+    if group is not None and not (isinstance(group, str) and 1 <= len(group) <= 160):
+        raise ValueError("a group must be 1 to 160 characters")
     if dedupe_key is not None:
         existing = session.scalar(
             select(Notification).where(
@@ -189,6 +201,18 @@ def create_notification(
         if existing is not None:
             return existing
     ensure_user(session, user_id)
+    now = datetime.now(UTC)
+    is_muted = muted(session, user_id, type)
+    # Nothing critical or urgent is merged into a digest: each one stands alone.
+    group_key = None
+    if group is not None and not is_muted and not is_critical(type) and priority != "urgent":
+        # Imported here: services.digests builds on this module's to_public and counts.
+        from services import digests
+
+        group_key = f"{type}:{group}"
+        joined = digests.join_open(session, user_id, group_key, message, data, digest_title)
+        if joined is not None:
+            return joined
     n = _insert_unless_duplicate(
         session,
         {
@@ -201,10 +225,17 @@ def create_notification(
             "priority": priority,
             "is_read": False,
             "is_dismissed": False,
-            "created_at": datetime.now(UTC),
+            "created_at": now,
             "expires_at": expires_at,
             "dedupe_key": dedupe_key,
             "actions": checked_actions,
+            # Muted: kept, but put away on arrival and never published.
+            "archived_at": now if is_muted else None,
+            "group_key": group_key,
+            "count": 1,
+            "group_until": _window_end(now) if group_key else None,
+            "announced_count": 1,
+            "announced_at": now if group_key else None,
         },
     )
     if n is None:  # the same dedupe key, committed concurrently
@@ -216,10 +247,17 @@ def create_notification(
         if existing is None:
             raise RuntimeError(f"dedupe key {dedupe_key!r} conflicted but no row holds it")
         return existing
+    if is_muted:
+        return n
+    engagement.count(session, "created", type)
     payload = to_public(n)
     payload["unread_count"] = unread_count(session, user_id)
     enqueue(session, user_channel(user_id), "notification", payload)
     return n
+
+
+def _window_end(now: datetime) -> datetime:
+    return now + timedelta(seconds=get_settings().digest_window_seconds)
 
 
 def _insert_unless_duplicate(session: Session, values: dict[str, Any]) -> Notification | None:
@@ -369,6 +407,7 @@ def mark_read(session: Session, user_id: str, notification_id: str) -> tuple[Not
     )
     count = unread_count(session, user_id, now)
     if changed:
+        engagement.count(session, "read", n.type)
         data = {"id": n.id, "read_at": iso(n.read_at), "unread_count": count}
         enqueue(session, user_channel(user_id), "notification_read", data)
     return n, count
@@ -401,13 +440,17 @@ def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
     Nothing to mark: nothing is published.
     """
     now = datetime.now(UTC)
-    result = session.execute(
-        update(Notification)
-        .where(visible(user_id, now), Notification.is_read.is_(False))
-        .values(is_read=True, read_at=now)
-        .execution_options(synchronize_session="evaluate")
+    read_types = list(
+        session.scalars(
+            update(Notification)
+            .where(visible(user_id, now), Notification.is_read.is_(False))
+            .values(is_read=True, read_at=now)
+            .returning(Notification.type)
+            .execution_options(synchronize_session="evaluate")
+        )
     )
-    marked = rowcount(result)
+    marked = len(read_types)
+    engagement.count_types(session, "read", read_types)
     # Counted, not assumed 0: one created concurrently may already be committed and unread.
     count = unread_count(session, user_id, now)
     if marked:

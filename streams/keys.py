@@ -46,3 +46,14 @@ def presence_procs_key(prefix: str) -> str:
 def presence_files_key(prefix: str, process: str) -> str:
     """The file channels where ``process`` holds presence (read when its lease has expired)."""
     return f"{prefix}:presence:files:{process}"
+
+
+# An hour's notification counters live a little over a day ("finrt stats" reads the last 24).
+ENGAGEMENT_HOUR_TTL = 26 * 3600
+
+
+def engagement_key(prefix: str, hour: str | None = None) -> str:
+    """Notification counters by ``<kind>:<type>`` (created, delivered, seen, read, acted,
+    archived): the running totals, or with ``hour`` (``YYYYMMDDHH``, UTC) that hour's, kept a
+    little over a day for ``finrt stats``."""
+    return f"{prefix}:notifications:engagement" + (f":{hour}" if hour else "")

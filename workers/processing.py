@@ -235,6 +235,9 @@ def _finish_processed(
             priority="high",
             dedupe_key=f"data_quality_issue:{file.id}",
             actions=[open_file(file.id)],
+            # Problems of one file within the digest window become one notification.
+            group=f"file:{file.id}",
+            digest_title=f"{{count}} data-quality issues in {file.name}",
         )
 
 

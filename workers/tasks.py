@@ -25,6 +25,7 @@ import services.notifications
 from core.settings import Settings, get_settings
 from models import session_scope
 from models.outbox import sweep_outbox as sweep_outbox_rows
+from services.digests import announce_pending
 from services.files import owner_of, recalculate
 from services.inbox_states import announce_expired, wake_due
 from services.reports import fail_report, who_follows
@@ -214,14 +215,17 @@ def purge_notifications() -> int:
 
 @_task(base=PeriodicTask, name="finrt.inbox_tick")
 def inbox_tick() -> dict[str, int]:
-    """Wake the snoozes that are due (each once) and tell the tabs of new expiries."""
+    """Wake the snoozes that are due (each once), tell the tabs of new expiries and of digests
+    whose count grew since they last heard."""
     with session_scope(get_settings().database_url) as session:
         woken = wake_due(session)
     with session_scope(get_settings().database_url) as session:
         expired = announce_expired(session)
+    with session_scope(get_settings().database_url) as session:
+        digests = announce_pending(session)
     if woken:
         log.info("woke %d snoozed notifications", len(woken))
-    return {"woken": len(woken), "expired": len(expired)}
+    return {"woken": len(woken), "expired": len(expired), "digests": digests}
 
 
 @_task(base=PeriodicTask, name="finrt.check_stale_jobs")

@@ -27,7 +27,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
 from api.http_metrics import HttpCollector
+from models.notifications import NOTIFICATION_TYPES
 from models.outbox import count_refused
+from services import engagement
+from streams.keys import engagement_key
 from streams.metrics import HubCollector
 from streams.presence_metrics import PresenceCollector
 from workers.metrics import TaskDurations, durations_key, parse_durations
@@ -103,6 +106,38 @@ async def _read_refused(state: StateDep) -> int | None:
         return None
 
 
+class EngagementCollector(Collector):
+    """Notifications created, delivered live, seen, read, acted on and archived, by type,
+    fleet-wide (services and hubs add to one Redis hash)."""
+
+    def __init__(self, counts: dict[tuple[str, str], int] | None) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        if self.counts is None:
+            return
+        for kind in engagement.KINDS:
+            family = CounterMetricFamily(
+                f"finrt_notifications_{kind}",
+                f"Notifications {_KIND_TEXT[kind]}, by type, fleet-wide.",
+                labels=["type"],
+            )
+            for type in NOTIFICATION_TYPES:
+                family.add_metric([type], self.counts.get((kind, type), 0))
+            yield family
+
+
+_KIND_TEXT = {
+    "created": "created (not muted; a digest counts once)",
+    "delivered": "that reached at least one open stream when published (counted per API "
+    "process: sum over processes)",
+    "seen": "marked seen",
+    "read": "marked read",
+    "acted": "acted on (an action done; once per notification)",
+    "archived": "archived",
+}
+
+
 class LoopCollector(Collector):
     """What the process's event loop holds: a task count that rises and never falls is a leak."""
 
@@ -122,20 +157,24 @@ def _outcomes(raw: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
     return out
 
 
+Counts = dict[tuple[str, str], int]
+
+
 async def _read_tasks(
     state: StateDep,
-) -> tuple[dict[tuple[str, str], int] | None, dict[str, TaskDurations] | None]:
+) -> tuple[Counts | None, dict[str, TaskDurations] | None, Counts | None]:
     prefix = state.settings.redis_prefix
     try:
         async with asyncio.timeout(REDIS_READ_TIMEOUT_SECONDS):
             pipe = state.redis.pipeline(transaction=False)
             pipe.hgetall(outcomes_key(prefix))
             pipe.hgetall(durations_key(prefix))
-            outcomes, durations = await pipe.execute()
+            pipe.hgetall(engagement_key(prefix))
+            outcomes, durations, notifications = await pipe.execute()
     except Exception as exc:
         log.warning("task metrics not read from Redis: %s", type(exc).__name__)
-        return None, None
-    return _outcomes(outcomes), parse_durations(durations)
+        return None, None, None
+    return _outcomes(outcomes), parse_durations(durations), engagement.parse(notifications)
 
 
 @router.get(
@@ -145,7 +184,7 @@ async def _read_tasks(
 )
 async def metrics(state: StateDep, request: Request) -> Response:
     """Prometheus metrics: streams of this process, Celery tasks of the fleet."""
-    outcomes, durations = await _read_tasks(state)
+    outcomes, durations, notifications = await _read_tasks(state)
     refused = await _read_refused(state)
     # A registry per scrape: nothing global, and every value is read as of this request.
     registry = CollectorRegistry(auto_describe=False)
@@ -153,6 +192,7 @@ async def metrics(state: StateDep, request: Request) -> Response:
     if state.hub.presence is not None:
         registry.register(PresenceCollector(state.hub.presence))
     registry.register(TaskCollector(outcomes, durations))
+    registry.register(EngagementCollector(notifications))
     registry.register(LoopCollector())
     registry.register(HttpCollector(request.app.state.http_stats))
     registry.register(OutboxCollector(refused))

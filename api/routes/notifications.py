@@ -56,6 +56,9 @@ class NotificationPublic(BaseModel):
     archived_at: Timestamp | None
     snoozed_until: Timestamp | None
     actions: list[ActionPublic] = Field(max_length=inbox.MAX_ACTIONS)
+    count: int = Field(
+        1, ge=1, description="how many notifications this one stands for (a digest when > 1)"
+    )
 
     @classmethod
     def of(cls, n: Notification) -> NotificationPublic:

@@ -252,6 +252,28 @@ def tally(clients: list[ChurnClient], published: dict[str, list[Id]]) -> Tally:
     return out
 
 
+def notification_delivery(
+    clients: list[ChurnClient], published: dict[str, list[Id]]
+) -> tuple[int, int]:
+    """``(delivered, due)``: the notifications published on each user channel after that
+    user's first connection, and how many of them reached at least one of the user's clients
+    (live, or on resuming after a drop or token expiry)."""
+    starts: dict[str, Id] = {}
+    got: dict[str, set[Id]] = {}
+    for client in clients:
+        for channel, start in client.start.items():
+            if not channel.startswith("user:"):
+                continue
+            starts[channel] = min(start, starts.get(channel, start))
+            got.setdefault(channel, set()).update(client.received.get(channel, []))
+    delivered = due = 0
+    for channel, start in starts.items():
+        expected = [i for i in published.get(channel, []) if i > start]
+        due += len(expected)
+        delivered += sum(1 for i in expected if i in got[channel])
+    return delivered, due
+
+
 def produce(rate: float, seconds: float, channels: list[str]) -> None:
     """The producer process: ``rate`` events a second for ``seconds``, round the channels at
     random, with ``streams.publish``; prints ``channel id`` per event."""
@@ -265,8 +287,12 @@ def produce(rate: float, seconds: float, channels: list[str]) -> None:
         if due > now:
             time.sleep(due - now)
         channel = rng.choice(channels)
-        kind = "metric_update" if channel.startswith("file:") else "job_progress"
-        event_id = streams.publish(channel, kind, {"seq": n, "t": time.time_ns()})
+        data: dict[str, Any] = {"seq": n, "t": time.time_ns()}
+        if channel.startswith("file:"):
+            kind = "metric_update"
+        else:  # notifications, as the hub counts them (finrt_notifications_delivered_total)
+            kind, data["type"] = "notification", "report_ready"
+        event_id = streams.publish(channel, kind, data)
         sys.stdout.write(f"{channel} {event_id}\n")
         n += 1
     sys.stdout.flush()

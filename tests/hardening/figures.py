@@ -35,6 +35,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cases", "fuzz cases"),
     ("server_errors", "5xx"),
     ("tokens_leaked", "tokens in logs"),
+    ("notification_delivery_pct", "notif. delivered %"),
 )
 
 

@@ -66,6 +66,16 @@ export function applyEvent(model, type, data) {
         }
       }
       break;
+    case "notification_updated": {
+      // A digest grew: the same notification with its new count and title; never a toast.
+      const { unread_count: unread, counts: _c, ...n } = data;
+      const was = model.items.get(n.id);
+      if (!was && !n.archived_at) model.total += 1;
+      model.items.set(n.id, n);
+      model.counts.unread = unread;
+      effects.refreshCounts = !data.counts;
+      break;
+    }
     case "notification_unarchived": {
       const { unread_count: _u, counts: _c, ...n } = data;
       const was = model.items.get(n.id);

@@ -22,8 +22,10 @@ export function badgeText(count) {
 }
 
 export class Inbox {
-  constructor({ api, bell, badge, panel, list, empty, more, markAll, toasts, alerts, onError, onOpenFile }) {
+  constructor({ api, bell, badge, panel, list, empty, more, markAll, toasts, alerts, onError, onOpenFile, allowsToast }) {
     Object.assign(this, { api, bell, badge, panel, list, empty, more, markAll, toasts, alerts, onError, onOpenFile });
+    // The person's toast preference for a notification (the settings panel); default: all.
+    this.allowsToast = allowsToast || (() => true);
     this.items = new Map(); // every known notification, archived ones too (archived_at set)
     this.nodes = new Map();
     this.counts = { unseen: 0, unread: 0, by_priority: { low: 0, normal: 0, high: 0, urgent: 0 } };
@@ -395,7 +397,7 @@ export class Inbox {
   }
 
   #toast(n) {
-    if (this.toasted.has(n.id)) return;
+    if (this.toasted.has(n.id) || !this.allowsToast(n)) return;
     this.toasted.add(n.id);
     const urgent = n.priority === "urgent";
     const region = urgent ? this.alerts : this.toasts;

@@ -15,6 +15,7 @@ import { FilePanel } from "./files.js";
 import { schedule, stats } from "./frame.js";
 import { Inbox } from "./inbox.js";
 import { Collaboration } from "./presence.js";
+import { PreferencesPanel } from "./preferences.js";
 import { ReportPanel } from "./reports.js";
 import { WhatIfPanel } from "./whatif.js";
 
@@ -103,8 +104,10 @@ function start(userId) {
 
   const cards = new MetricCards({ root: $("cards"), empty: $("cards-empty"), toggle: $("cards-toggle"), state: $("cards-state") });
   const chart = new LineChart({ svg: $("chart"), legend: $("chart-legend"), summary: $("chart-summary"), toggle: $("chart-toggle"), state: $("chart-state") });
+  const prefs = new PreferencesPanel({ api, root: $("main"), onError: reportError });
   const inbox = new Inbox({
     api,
+    allowsToast: (n) => prefs.toastsFor(n.type),
     bell: $("bell"),
     badge: $("bell-badge"),
     panel: $("inbox"),
@@ -264,6 +267,7 @@ function start(userId) {
     if (envelope.channel === userChannel) {
       if (envelope.type === "job_progress") files.job(envelope.data || {});
       else if (envelope.type === "report_status") reports.update(envelope.data);
+      else if (envelope.type === "preferences_updated") prefs.handle(envelope.data);
       else inbox.handle(envelope);
       // A file shared with this user joins the list at once.
       if (envelope.type === "notification" && envelope.data?.type === "collaboration_invite") sharedWithMe(envelope.data.data?.file_id);
@@ -276,7 +280,10 @@ function start(userId) {
   }
 
   function onSnapshotNeeded(channel) {
-    if (channel === userChannel) inbox.load();
+    if (channel === userChannel) {
+      inbox.load();
+      prefs.load();
+    }
     else if (channel === `file:${fileId}`) loadSnapshot(fileId, choice);
   }
 
@@ -293,6 +300,7 @@ function start(userId) {
   retryButton.addEventListener("click", () => conn.retryNow());
   window.addEventListener("beforeunload", () => conn.stop());
   schedule(inbox.render);
+  prefs.load();
 
   // The file list first; while the API does not answer, the connection (user channel only)
   // shows its back-off, and the list is asked for again.
