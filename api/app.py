@@ -36,6 +36,7 @@ from api.routes import (
 )
 from api.state import AppState
 from core.settings import Settings, get_settings
+from streams.connect import async_client, is_cluster
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
 
@@ -46,15 +47,21 @@ SHUTDOWN_RETRY_MS = 250
 
 
 def build_state(settings: Settings) -> AppState:
-    # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=200,
-        timeout=10,
-        socket_connect_timeout=3,
-        socket_timeout=10,
-    )
-    client = aioredis.Redis(connection_pool=pool)
+    client: aioredis.Redis
+    if is_cluster(settings.redis_url):
+        client = async_client(
+            settings.redis_url, max_connections=200, socket_connect_timeout=3, socket_timeout=10
+        )
+    else:
+        # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=200,
+            timeout=10,
+            socket_connect_timeout=3,
+            socket_timeout=10,
+        )
+        client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
     limits = RateLimits(client, settings)

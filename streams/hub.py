@@ -23,10 +23,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams._pubsub import SubscriberProtocol, encode_command
+from streams._pubsub import SubscriberProtocol
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import pubsub_channel
 from streams.metrics import DeliveryLag
 from streams.relink import RedisLink
 from streams.subscriber import Subscriber
@@ -128,6 +127,7 @@ class Hub(RedisLink):
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._shards_init()
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
@@ -165,8 +165,7 @@ class Hub(RedisLink):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._conn is not None:
-            self._conn.close()
+        self._link_close()
 
     @property
     def connected(self) -> bool:
@@ -269,9 +268,7 @@ class Hub(RedisLink):
     def _subscribe(self, name: str, ch: _Channel) -> None:
         if ch.ready.done():
             ch.ready = asyncio.get_running_loop().create_future()
-        if self._conn is not None and self.connected:
-            ch.pending_subs += 1
-            self._conn.write(encode_command("SUBSCRIBE", pubsub_channel(self.prefix, name)))
+        self._link_subscribe(name)
 
     # -- catching up ---------------------------------------------------------------------------
 
@@ -465,12 +462,7 @@ class Hub(RedisLink):
             if idle:
                 for n in idle:
                     del self._channels[n]
-                if self._conn is not None and self.connected:
-                    self._conn.write(
-                        encode_command(
-                            "UNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in idle)
-                        )
-                    )
+                self._link_unsubscribe(idle)
 
 
 __all__ = ["Hub", "HubUnavailable", "TooManyStreams"]

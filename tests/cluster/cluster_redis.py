@@ -163,7 +163,7 @@ class TestCluster:
     def primaries_by_node(self) -> list[list[int]]:
         out = []
         for n in self.live():
-            slots = n.client().execute_command("CLUSTER", "SLOTS")
+            slots = n.client().execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
             out.append(sorted({int(r[2][1]) for r in slots}))
         return out
 
@@ -173,7 +173,7 @@ class TestCluster:
 
     def owner(self, key: str) -> int:
         slot = self.live()[0].client().cluster("keyslot", key)
-        for row in self.live()[0].client().execute_command("CLUSTER", "SLOTS"):
+        for row in self.live()[0].client().execute_command("CLUSTER", "SLOTS"):  # type: ignore[no-untyped-call]
             if int(row[0]) <= slot <= int(row[1]):
                 return int(row[2][1])
         raise LookupError(slot)
