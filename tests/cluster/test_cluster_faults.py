@@ -22,7 +22,7 @@ from tests.cluster.test_cluster_streams import (
     files_on_every_shard,
     start_cluster_api,
 )
-from tests.support import Received, sse
+from tests.support import ApiServer, Received, sse
 
 
 class Producer:
@@ -99,7 +99,7 @@ async def collect(stream, want: list[str], timeout: float = 60) -> list[Received
 
 
 async def test_slot_migrated_while_publishing_loses_nothing(
-    cluster: TestCluster, start_api: Callable[..., object], token, user, make_file
+    cluster: TestCluster, start_api: Callable[..., ApiServer], token, user, make_file
 ):
     files = files_on_every_shard(cluster, make_file, user)
     file_id, source = next(iter(files.items()))
