@@ -102,6 +102,7 @@ class Hub(RedisLink):
         max_streams_per_user: int = 20,
         linger_seconds: float = 5.0,
         redis_health_seconds: float = 5.0,
+        replicas_acked: bool = False,
     ) -> None:
         self.redis_url, self.prefix, self.client = redis_url, prefix, client
         self.history = HistoryReader(
@@ -114,6 +115,8 @@ class Hub(RedisLink):
         self.max_streams_per_user = max_streams_per_user
         self.linger = linger_seconds
         self.redis_health_seconds = redis_health_seconds
+        # Publishers wait for replicas (FINRT_REDIS_MIN_REPLICAS_ACK): see RedisLink._refill.
+        self.replicas_acked = replicas_acked
         self.stats = Stats()
         self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
@@ -141,6 +144,7 @@ class Hub(RedisLink):
             "coalesce_ms": settings.coalesce_ms,
             "max_streams_per_user": settings.max_streams_per_user,
             "redis_health_seconds": settings.redis_health_seconds,
+            "replicas_acked": settings.redis_min_replicas_ack > 0,
         }
         options.update(overrides)
         return cls(settings.redis_url, settings.redis_prefix, client, **options)

@@ -16,6 +16,7 @@ token's expiry) so that the retry's WAIT covers the first attempt's writes too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -142,6 +143,10 @@ class _Base:
         return event_id
 
 
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED", "ASK"))
+
+
 def _as_str(event_id: Any) -> str:
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
@@ -166,7 +171,16 @@ class Publisher(_Base):
         pipe = node.pipeline(transaction=False)
         pipe.eval(self.lua, len(keys), *keys, *args)
         pipe.execute_command("WAIT", self.min_replicas_ack, self.replicas_ack_ms)  # type: ignore[no-untyped-call]
-        return _as_str(self._acked(pipe.execute(raise_on_error=False)))
+        try:
+            replies = pipe.execute(raise_on_error=False)
+            if _redirected(replies[0]):
+                raise replies[0]
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            if self.sharded:  # the slot moved or its primary failed: read the map again
+                with contextlib.suppress(Exception):
+                    self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+            raise
+        return _as_str(self._acked(replies))
 
     def _node_client(self, key: str) -> redis.Redis:
         """The plain client of the node that owns ``key`` (itself on a single Redis)."""
@@ -194,10 +208,19 @@ class AsyncPublisher(_Base):
         if not self.min_replicas_ack:
             return _as_str(await self._script(keys=keys, args=args))
         client = self._node_client(keys[0])
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.eval(self.lua, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.min_replicas_ack, self.replicas_ack_ms)
-            return _as_str(self._acked(await pipe.execute(raise_on_error=False)))
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.eval(self.lua, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.min_replicas_ack, self.replicas_ack_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            if _redirected(replies[0]):
+                raise replies[0]
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            if self.sharded:  # the slot moved or its primary failed: read the map again
+                with contextlib.suppress(Exception):
+                    await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+            raise
+        return _as_str(self._acked(replies))
 
     def _node_client(self, key: str) -> aioredis.Redis:
         """A plain client of the node that owns ``key`` (the client itself on a single

@@ -29,6 +29,7 @@ class RedisLink(ShardLink):
     # The hub's state and fan-out this part works with (defined by Hub).
     redis_url: str
     redis_health_seconds: float
+    replicas_acked: bool
     prefix: str
     history: HistoryReader
     stats: Stats
@@ -162,6 +163,11 @@ class RedisLink(ShardLink):
             return
         start = min(live)
         bounds = await self.history.bounds(name)
+        if start > bounds.head and bounds.existed and self.replicas_acked:
+            # After a failover with replica-acknowledged publishing, what the clients saw
+            # beyond the promoted replica's head were publishes that never returned (their
+            # WAIT failed; the producer retries them): nothing acknowledged is missing.
+            return
         plan = plan_resume(start, bounds)
         if plan.reset is not None:
             ch.last = plan.position

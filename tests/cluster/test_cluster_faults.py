@@ -33,9 +33,16 @@ class Producer:
         self.pub, self.channels, self.count, self.rate = pub, channels, count, rate
         self.returned: dict[str, list[str]] = {c: [] for c in channels}
         self.retries = 0
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        try:
+            self._publish_all()
+        except BaseException as exc:
+            self.error = exc
+
+    def _publish_all(self) -> None:
         step = 1 / self.rate
         for i in range(self.count):
             for channel in self.channels:
@@ -61,6 +68,7 @@ class Producer:
     async def join(self) -> None:
         await asyncio.to_thread(self.thread.join, 120)
         assert not self.thread.is_alive()
+        assert self.error is None, repr(self.error)
 
 
 def node_id(client: redis.Redis) -> str:

@@ -13,7 +13,7 @@ from redis.crc import key_slot
 from core.settings import get_settings
 from streams.connect import sync_client
 from streams.keys import pubsub_channel
-from streams.publish import Publisher
+from streams.publish import Publisher, ReplicaAckMissing
 from tests.cluster.cluster_redis import TestCluster
 from tests.conftest import REDIS_URL
 from tests.support import ApiServer, sse
@@ -38,9 +38,11 @@ def files_on_every_shard(
     return found
 
 
-def start_cluster_api(start_api: Callable[..., ApiServer], cluster: TestCluster) -> ApiServer:
+def start_cluster_api(
+    start_api: Callable[..., ApiServer], cluster: TestCluster, **overrides: str
+) -> ApiServer:
     # Celery cannot use the cluster as its broker: the suite's plain Redis is the broker.
-    return start_api(redis_url=cluster.url, celery_broker_url=REDIS_URL)
+    return start_api(redis_url=cluster.url, celery_broker_url=REDIS_URL, **overrides)
 
 
 def hub_links(cluster: TestCluster, port: int) -> list[dict[str, str]]:
@@ -124,3 +126,14 @@ async def test_no_event_reaches_a_stream_of_another_file(
         assert (await stream.next_event(timeout=15)).id == mine
         await asyncio.sleep(0.2)
         await stream.no_event(0.3)
+
+
+def test_a_publish_needing_more_replicas_than_hold_it_fails(cluster):
+    """FINRT_REDIS_MIN_REPLICAS_ACK=1 succeeds (each primary has one replica); asking for two
+    fails after the wait, so the outbox retries it; the retry's dedupe token returns one id."""
+    one = cluster_publisher(cluster, min_replicas_ack=1, replicas_ack_ms=200)
+    event_id = one.publish("user:acked", "job_progress", {"n": 1}, dedupe="t1")
+    assert one.publish("user:acked", "job_progress", {"n": 1}, dedupe="t1") == event_id
+    two = cluster_publisher(cluster, min_replicas_ack=2, replicas_ack_ms=200)
+    with pytest.raises(ReplicaAckMissing):
+        two.publish("user:acked", "job_progress", {"n": 2}, dedupe="t2")
