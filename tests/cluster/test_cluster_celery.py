@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 
 from domain.sample import rows_csv
 from tests.fixtures_workers import auth, events_until, upload_csv
@@ -22,7 +22,7 @@ FINRT = str(Path(sys.executable).parent / "finrt")
 
 def _rabbitmq_answers() -> bool:
     try:
-        with Connection(AMQP, connect_timeout=2) as conn:
+        with Connection(AMQP, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
             conn.connect()
         return True
     except Exception:
@@ -85,5 +85,5 @@ async def test_file_processing_with_the_cluster_for_events_and_rabbitmq_as_broke
         done = next(e for e in notes if e.event == "notification")
         assert done.envelope["data"]["data"]["rows_ok"] == 199
     finally:
-        with Connection(AMQP, connect_timeout=2) as conn:
+        with Connection(AMQP, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
             conn.default_channel.queue_delete(queue)
