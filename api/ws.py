@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.deps import authenticate_stream
@@ -100,6 +101,14 @@ async def websocket_route(ws: WebSocket) -> None:
         sub = hub.new_subscriber(principal.user_id, [], WEBSOCKET)
     except TooManyStreams as exc:
         await ws.close(code=4029, reason=str(exc)[:100])
+        return
+    try:
+        await hub.admit(sub)
+    except (TooManyStreams, RedisError) as exc:
+        hub.release(sub)
+        await ws.close(
+            code=4029 if isinstance(exc, TooManyStreams) else 1013, reason=str(exc)[:100]
+        )
         return
     # The hub writes every frame (events and our replies) through the raw ASGI send, in one
     # order; Starlette's wrapper is used for accept and receive only.

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     retry_ms: int = Field(2000, ge=0)
     client_buffer: int = Field(1000, ge=1)
     max_streams_per_user: int = Field(20, ge=1)
+    # Streams hold leases in Redis renewed this often (a third of it), so the stream limit
+    # counts across every API process and a killed process' streams free within this long.
+    stream_lease_seconds: float = Field(30.0, gt=0)
     max_channels_per_stream: int = Field(16, ge=1)
     max_event_bytes: int = Field(64 * 1024, ge=256)
     # Under load a flush is delayed up to this long so that one write carries many events.
