@@ -154,11 +154,19 @@ class TestCluster:
                 states = [n.client().cluster("info") for n in self.live()]
                 shards = {tuple(p) for p in self.primaries_by_node()}
                 if all(s["cluster_state"] == "ok" for s in states) and len(shards) == 1:
-                    return
+                    if all(self._replica_online(port) for port in next(iter(shards))):
+                        return
             except (redis.RedisError, KeyError):
                 pass
             time.sleep(0.2)
         raise RuntimeError("the test cluster did not become ok")
+
+    def _replica_online(self, port: int) -> bool:
+        """The primary at ``port`` has a replica that finished its first sync."""
+        info = self.node(port).client().info("replication")
+        if int(info.get("connected_slaves", 0)) < 1:
+            return False
+        return any(str(info.get(f"slave{i}", {}).get("state")) == "online" for i in range(4))
 
     def primaries_by_node(self) -> list[list[int]]:
         out = []
