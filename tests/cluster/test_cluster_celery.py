@@ -14,10 +14,14 @@ from kombu.connection import Connection
 
 from domain.sample import rows_csv
 from tests.fixtures_workers import auth, events_until, upload_csv
-from tests.support import make_token, sse
+from tests.support import Received, make_token, sse
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 FINRT = str(Path(sys.executable).parent / "finrt")
+
+
+def _report_statuses(events: list[Received]) -> list[str]:
+    return [e.envelope["data"]["status"] for e in events if e.event == "report_status"]
 
 
 def _rabbitmq_answers() -> bool:
@@ -41,7 +45,7 @@ def test_a_cluster_without_a_broker_url_is_one_line_at_start(cluster, env):
         assert "FINRT_CELERY_BROKER_URL must be set" in lines[0]
 
 
-async def test_file_processing_with_the_cluster_for_events_and_rabbitmq_as_broker(
+async def test_file_processing_and_a_report_with_the_cluster_and_rabbitmq_as_broker(
     cluster, isolated_env, start_worker, start_isolated_api, user
 ):
     if not _rabbitmq_answers():
@@ -66,6 +70,25 @@ async def test_file_processing_with_the_cluster_for_events_and_rabbitmq_as_broke
                     lambda seen: len([e for e in seen if e.event == "chart_data_update"]) == 4,
                     timeout=60,
                 )
+            # A report of it: queued, running, ready on the file's stream; the file downloads.
+            async with sse(url, token) as stream:
+                r = await client.post(
+                    f"{api.url}/api/v1/files/{accepted['file_id']}/reports",
+                    json={"format": "csv"},
+                    headers=headers,
+                )
+                assert r.status_code == 202, r.text
+                report_id = r.json()["report_id"]
+                statuses = await events_until(
+                    stream,
+                    lambda seen: _report_statuses(seen)[-1:] == ["ready"],
+                    timeout=60,
+                )
+            assert _report_statuses(statuses)[0] == "queued"
+            download = await client.get(
+                f"{api.url}/api/v1/reports/{report_id}/download", headers=headers
+            )
+            assert download.status_code == 200 and b"revenue" in download.content.lower()
             notes = await events_until(
                 inbox,
                 lambda seen: any(
