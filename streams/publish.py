@@ -207,7 +207,7 @@ class AsyncPublisher(_Base):
         keys, args = self._args(channel, event_type, data, key, dedupe)
         if not self.min_replicas_ack:
             return _as_str(await self._script(keys=keys, args=args))
-        client = self._node_client(keys[0])
+        client = await self._node_client(keys[0])
         try:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.eval(self.lua, len(keys), *keys, *args)
@@ -222,12 +222,13 @@ class AsyncPublisher(_Base):
             raise
         return _as_str(self._acked(replies))
 
-    def _node_client(self, key: str) -> aioredis.Redis:
+    async def _node_client(self, key: str) -> aioredis.Redis:
         """A plain client of the node that owns ``key`` (the client itself on a single
         Redis): one per node, kept, so that WAIT runs on the connection of the write."""
         if not self.sharded:
             return self.client  # type: ignore[return-value]
         cluster: Any = self.client
+        await cluster.initialize()  # the slot map (a no-op once read)
         node = cluster.get_node_from_key(key)
         clients: dict[str, aioredis.Redis] = self.__dict__.setdefault("_nodes", {})
         found = clients.get(node.name)

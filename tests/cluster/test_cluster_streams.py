@@ -8,12 +8,13 @@ import contextlib
 from collections.abc import Callable
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from core.settings import get_settings
-from streams.connect import sync_client
+from streams.connect import async_client, sync_client
 from streams.keys import pubsub_channel
-from streams.publish import Publisher, ReplicaAckMissing
+from streams.publish import AsyncPublisher, Publisher, ReplicaAckMissing
 from tests.cluster.cluster_redis import TestCluster
 from tests.conftest import REDIS_URL
 from tests.support import ApiServer, sse
@@ -137,3 +138,29 @@ def test_a_publish_needing_more_replicas_than_hold_it_fails(cluster):
     two = cluster_publisher(cluster, min_replicas_ack=2, replicas_ack_ms=200)
     with pytest.raises(ReplicaAckMissing):
         two.publish("user:acked", "job_progress", {"n": 2}, dedupe="t2")
+
+
+async def test_the_api_publisher_waits_for_replicas_too(cluster):
+    prefix = get_settings().redis_prefix
+    client = async_client(cluster.url)
+    try:
+        one = AsyncPublisher(client, prefix, min_replicas_ack=1, replicas_ack_ms=500)
+        first = await one.publish("user:async-acked", "job_progress", {"n": 1}, dedupe="a1")
+        again = await one.publish("user:async-acked", "job_progress", {"n": 1}, dedupe="a1")
+        assert again == first
+        two = AsyncPublisher(client, prefix, min_replicas_ack=2, replicas_ack_ms=200)
+        with pytest.raises(ReplicaAckMissing):
+            await two.publish("user:async-acked", "job_progress", {"n": 2})
+    finally:
+        await client.aclose()
+
+
+def test_a_single_redis_without_replicas_refuses_acknowledged_publishing():
+    """FINRT_REDIS_MIN_REPLICAS_ACK on a Redis that has no replica: every publish fails."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        pub = Publisher(client, get_settings().redis_prefix, min_replicas_ack=1, replicas_ack_ms=50)
+        with pytest.raises(ReplicaAckMissing):
+            pub.publish("user:unacked", "job_progress", {"n": 1})
+    finally:
+        client.close()
