@@ -42,6 +42,7 @@ from api.routes import (
 from api.state import AppState
 from api.write_gate import WriteGate
 from core.settings import Settings, get_settings
+from streams.connect import async_client, is_cluster
 from streams.hub import Hub, HubUnavailable
 from streams.presence import Presence
 from streams.publish import AsyncPublisher
@@ -53,15 +54,21 @@ SHUTDOWN_RETRY_MS = 250
 
 
 def build_state(settings: Settings) -> AppState:
-    # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=200,
-        timeout=10,
-        socket_connect_timeout=3,
-        socket_timeout=10,
-    )
-    client = aioredis.Redis(connection_pool=pool)
+    client: aioredis.Redis
+    if is_cluster(settings.redis_url):
+        client = async_client(
+            settings.redis_url, max_connections=200, socket_connect_timeout=3, socket_timeout=10
+        )
+    else:
+        # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=200,
+            timeout=10,
+            socket_connect_timeout=3,
+            socket_timeout=10,
+        )
+        client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)
     hub.presence = Presence.from_settings(client, settings, deliver=hub.broadcast_raw)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)

@@ -21,11 +21,12 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from fastapi import HTTPException
 from limits import RateLimitItem
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from core.settings import Settings, parse_rate
+from streams.connect import is_cluster
 
 log = logging.getLogger("finrt.api.limits")
 
@@ -57,13 +58,22 @@ class RateLimits:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         # The storage would build a client of its own from a URL; the API's pool is reused.
         # Passed through a dict: the library types its extra options as plain scalars.
-        options: dict[str, Any] = {"connection_pool": client.connection_pool}
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            key_prefix=f"{settings.redis_prefix}:ratelimit",
-            **options,
-        )
+        storage: RedisStorage | RedisClusterStorage
+        if is_cluster(settings.redis_url):
+            # On a cluster the library keeps a cluster client of its own (seeds from the URL).
+            storage = RedisClusterStorage(
+                settings.redis_url.replace("redis+cluster://", "async+redis+cluster://", 1),
+                implementation="redispy",
+                key_prefix=f"{settings.redis_prefix}:ratelimit",
+            )
+        else:
+            options: dict[str, Any] = {"connection_pool": client.connection_pool}
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                key_prefix=f"{settings.redis_prefix}:ratelimit",
+                **options,
+            )
         self._limiter = MovingWindowRateLimiter(storage)
         self.rates: dict[Action, RateLimitItem | None] = {
             "publish": parse_rate(settings.publish_rate),

@@ -116,6 +116,14 @@ async def websocket_route(ws: WebSocket) -> None:
     except TooManyStreams as exc:
         await ws.close(code=4029, reason=str(exc)[:100])
         return
+    try:
+        await hub.admit(sub)
+    except (TooManyStreams, RedisError) as exc:
+        hub.release(sub)
+        await ws.close(
+            code=4029 if isinstance(exc, TooManyStreams) else 1013, reason=str(exc)[:100]
+        )
+        return
     # The hub writes every frame (events and our replies) through the raw ASGI send, in one
     # order; Starlette's wrapper is used for accept and receive only.
     sub.send = raw_websocket_send(ws)

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     # The hub's pub/sub link is pinged when idle; unanswered this long, it is dropped and
     # reconnected (a NAT or load balancer may drop an idle connection without a word).
     redis_health_seconds: float = Field(5.0, gt=0)
+    # Replicas that must hold an event before its publish succeeds (Redis WAIT); 0: do not wait.
+    # Replication is asynchronous: without it, a primary that dies right after a publish may
+    # take the event with it (clients that cannot be proven complete then get a reset).
+    redis_min_replicas_ack: int = Field(0, ge=0)
+    # How long a publish waits for those replicas before it fails (and the outbox retries).
+    redis_replicas_ack_ms: int = Field(1000, ge=1)
     # Every Redis key and pub/sub channel this service uses starts with this prefix.
     redis_prefix: str = "finrt"
     jwt_secret: str = ""
@@ -50,6 +56,9 @@ class Settings(BaseSettings):
     retry_ms: int = Field(2000, ge=0)
     client_buffer: int = Field(1000, ge=1)
     max_streams_per_user: int = Field(20, ge=1)
+    # Streams hold leases in Redis renewed this often (a third of it), so the stream limit
+    # counts across every API process and a killed process' streams free within this long.
+    stream_lease_seconds: float = Field(30.0, gt=0)
     max_channels_per_stream: int = Field(16, ge=1)
     max_event_bytes: int = Field(64 * 1024, ge=256)
     # Under load a flush is delayed up to this long so that one write carries many events.
@@ -211,6 +220,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _broker_beside_a_cluster(self) -> Settings:
+        if self.redis_url.startswith("redis+cluster://") and not self.celery_broker_url:
+            raise ValueError(
+                "FINRT_CELERY_BROKER_URL must be set when FINRT_REDIS_URL is a Redis Cluster "
+                "(Celery cannot use a cluster as its broker): a plain redis://host:port/db or "
+                "amqp://user:password@host:5672//"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _secret_required_outside_development(self) -> Settings:
         if self.jwt_asymmetric:
             return self
@@ -238,6 +257,8 @@ def safe_url(url: str) -> str:
 def redis_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a Redis URL (one line naming FINRT_REDIS_URL), or None."""
     expected = f"expected {REDIS_URL_FORM}"
+    if url.startswith("redis+cluster://"):
+        return _cluster_url_problem(url, expected)
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018  (raises ValueError on a port that is not a number)
@@ -247,6 +268,18 @@ def redis_url_problem(url: str) -> str | None:
         return f"FINRT_REDIS_URL is not a Redis URL ({expected}): {safe_url(url)!r}"
     if parsed.scheme != "unix" and not parsed.netloc:
         return f"FINRT_REDIS_URL names no host ({expected}): {safe_url(url)!r}"
+    return None
+
+
+def _cluster_url_problem(url: str, expected: str) -> str | None:
+    netloc = url[len("redis+cluster://") :].split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    for seed in netloc.split(","):
+        host, sep, port = seed.strip().rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            return (
+                f"FINRT_REDIS_URL names a cluster seed that is not host:port ({expected}): "
+                f"{seed!r} in {safe_url(url)!r}"
+            )
     return None
 
 

@@ -98,9 +98,8 @@ async def print_history(
     all it holds), one envelope per line; return the id to follow live from. When history no
     longer reaches ``from_id``, print nothing and return it: the live follower then starts with
     the ``reset`` event."""
-    import redis.asyncio as aioredis
-
     from streams.channels import check_channel
+    from streams.connect import async_client
     from streams.envelope import InvalidEvent, format_id, parse_id
     from streams.history import PAGE, HistoryReader, plan_resume
 
@@ -112,7 +111,7 @@ async def print_history(
         last = (0, 0) if oldest else parse_id(from_id)
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from exc
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = async_client(settings.redis_url, socket_connect_timeout=3)
     try:
         reader = HistoryReader(
             client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Annotated, Any
@@ -73,6 +74,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def api(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="processes serving the port, each with its own hub; auto: one per core",
+            envvar="FINRT_API_WORKERS",
+        ),
+    ] = "1",
 ) -> None:
     """Run the API server (uvicorn)."""
     import uvicorn
@@ -80,6 +88,7 @@ def api(
     from api.ws import MAX_FRAME
     from core.logs import log_config
 
+    count = _worker_count(workers)
     s = _settings()
     uvicorn.run(
         "api.app:create_asgi",
@@ -95,7 +104,18 @@ def api(
         log_config=log_config(s.log_level, s.log_json),
         timeout_graceful_shutdown=5,
         backlog=4096,
+        # N > 1: uvicorn's supervisor shares one listening socket between N processes and
+        # passes SIGTERM on to all of them (each drains its own streams).
+        workers=count,
     )
+
+
+def _worker_count(value: str) -> int:
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    if not value.strip().isdigit() or int(value) < 1:
+        raise _fail(f"--workers must be a whole number of 1 or more, or auto: {value!r}", 2)
+    return int(value)
 
 
 @app.command()

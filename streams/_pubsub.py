@@ -33,6 +33,17 @@ log = logging.getLogger("finrt.hub")
 OnMessage = Callable[[bytes, bytes], None]
 OnConfirm = Callable[[bytes, bytes], None]
 OnBatchEnd = Callable[[], None]
+# A cluster link's handler of error replies (MOVED, TRYAGAIN...): True when it dealt with it.
+OnError = Callable[[str], bool]
+# Sharded pub/sub (Redis Cluster) speaks of the same things under other names.
+_KINDS = {
+    b"message": b"message",
+    b"smessage": b"message",
+    b"subscribe": b"subscribe",
+    b"ssubscribe": b"subscribe",
+    b"unsubscribe": b"unsubscribe",
+    b"sunsubscribe": b"sunsubscribe",
+}
 
 
 def encode_command(*parts: str | bytes) -> bytes:
@@ -59,6 +70,7 @@ class SubscriberProtocol(asyncio.Protocol):
         # Set when the health watch aborted the link for not answering (a silent drop).
         self.unresponsive = False
         self._watch: asyncio.Task[None] | None = None
+        self.on_error: OnError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -80,18 +92,20 @@ class SubscriberProtocol(asyncio.Protocol):
                 self._replies.put_nowait(reply)
                 continue
             if isinstance(reply, list) and len(reply) == 3:
-                kind = reply[0]
+                kind = _KINDS.get(reply[0], reply[0])
                 if kind == b"message":
                     try:
                         self._on_message(reply[1], reply[2])
                     except Exception:  # one bad delivery must not take the link down
                         log.exception("delivering a message failed")
                     got_message = True
-                elif kind in (b"subscribe", b"unsubscribe"):
+                elif kind in (b"subscribe", b"unsubscribe", b"sunsubscribe"):
                     self._on_confirm(kind, reply[1])
             elif isinstance(reply, list) and reply and reply[0] == b"pong":
                 pass  # the health watch's PING answered: last_received already moved
             elif isinstance(reply, hiredis.ReplyError):
+                if self.on_error is not None and self.on_error(str(reply)):
+                    continue
                 self._fail(reply)
                 return
         if got_message:

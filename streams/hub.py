@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis.asyncio as aioredis
 
-from streams._pubsub import SubscriberProtocol, encode_command
+from streams._pubsub import SubscriberProtocol
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import ENGAGEMENT_HOUR_TTL, channel_from_pubsub, engagement_key, pubsub_channel
+from streams.keys import ENGAGEMENT_HOUR_TTL, channel_from_pubsub, engagement_key
+from streams.leases import StreamLeases
 from streams.metrics import DeliveryLag
 from streams.relink import RedisLink
 from streams.subscriber import Subscriber
@@ -112,6 +113,8 @@ class Hub(RedisLink):
         max_streams_per_user: int = 20,
         linger_seconds: float = 5.0,
         redis_health_seconds: float = 5.0,
+        replicas_acked: bool = False,
+        stream_lease_seconds: float = 0.0,
     ) -> None:
         self.redis_url, self.prefix, self.client = redis_url, prefix, client
         self.history = HistoryReader(
@@ -124,6 +127,17 @@ class Hub(RedisLink):
         self.max_streams_per_user = max_streams_per_user
         self.linger = linger_seconds
         self.redis_health_seconds = redis_health_seconds
+        # Publishers wait for replicas (FINRT_REDIS_MIN_REPLICAS_ACK): see RedisLink._refill.
+        self.replicas_acked = replicas_acked
+        # With a lease time, the stream limit counts across every process (streams/leases.py).
+        self.leases = (
+            StreamLeases(
+                client, prefix, limit=max_streams_per_user, lease_seconds=stream_lease_seconds
+            )
+            if stream_lease_seconds > 0
+            else None
+        )
+        self._leased: dict[Subscriber, str] = {}
         self.stats = Stats()
         self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
@@ -141,6 +155,7 @@ class Hub(RedisLink):
         self.presence: Presence | None = None
         # Deliveries by type not yet added to the fleet's Redis counters (once per tick).
         self._delivered_unsaved: dict[str, int] = {}
+        self._shards_init()
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Any, **overrides: Any) -> Hub:
@@ -154,6 +169,8 @@ class Hub(RedisLink):
             "coalesce_ms": settings.coalesce_ms,
             "max_streams_per_user": settings.max_streams_per_user,
             "redis_health_seconds": settings.redis_health_seconds,
+            "replicas_acked": settings.redis_min_replicas_ack > 0,
+            "stream_lease_seconds": settings.stream_lease_seconds,
         }
         options.update(overrides)
         return cls(settings.redis_url, settings.redis_prefix, client, **options)
@@ -180,8 +197,9 @@ class Hub(RedisLink):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._conn is not None:
-            self._conn.close()
+        self._link_close()
+        if self.leases is not None:
+            await self.leases.stop()
 
     @property
     def connected(self) -> bool:
@@ -212,6 +230,20 @@ class Hub(RedisLink):
         self._per_user[user_id] += 1
         self._subscribers.add(sub)
         return sub
+
+    async def admit(self, sub: Subscriber) -> None:
+        """Count ``sub`` against its user's fleet-wide stream limit (TooManyStreams if full)."""
+        if self.leases is None:
+            return
+        lease = await self.leases.acquire(sub.user_id)
+        if lease is None:
+            raise TooManyStreams(
+                f"at most {self.max_streams_per_user} open streams per user (all servers)"
+            )
+        if sub.finished:  # released while we waited
+            self.leases.release(sub.user_id, lease)
+        else:
+            self._leased[sub] = lease
 
     async def join(self, sub: Subscriber, channels: list[str], timeout: float = 5.0) -> None:
         """Subscribe ``sub`` to ``channels`` once their live Redis subscription stands.
@@ -269,6 +301,9 @@ class Hub(RedisLink):
     def release(self, sub: Subscriber) -> None:
         """The connection is gone: forget it everywhere."""
         sub.finished = True
+        lease = self._leased.pop(sub, None)
+        if lease is not None and self.leases is not None:
+            self.leases.release(sub.user_id, lease)
         if sub in self._subscribers:
             self._subscribers.discard(sub)
             self._per_user[sub.user_id] -= 1
@@ -290,9 +325,7 @@ class Hub(RedisLink):
     def _subscribe(self, name: str, ch: _Channel) -> None:
         if ch.ready.done():
             ch.ready = asyncio.get_running_loop().create_future()
-        if self._conn is not None and self.connected:
-            ch.pending_subs += 1
-            self._conn.write(encode_command("SUBSCRIBE", pubsub_channel(self.prefix, name)))
+        self._link_subscribe(name)
 
     # -- catching up ---------------------------------------------------------------------------
 
@@ -551,12 +584,7 @@ class Hub(RedisLink):
             if idle:
                 for n in idle:
                     del self._channels[n]
-                if self._conn is not None and self.connected:
-                    self._conn.write(
-                        encode_command(
-                            "UNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in idle)
-                        )
-                    )
+                self._link_unsubscribe(idle)
 
 
 __all__ = ["Hub", "HubUnavailable", "TooManyStreams"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
 from streams.history import plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
+from streams.shards import ShardLink
 
 if TYPE_CHECKING:
     from streams.envelope import Event, StreamId
@@ -25,11 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("finrt.hub")
 
 
-class RedisLink:
+class RedisLink(ShardLink):
     # The hub's state and fan-out this part works with (defined by Hub).
     redis_url: str
     redis_health_seconds: float
     presence: Presence | None
+    replicas_acked: bool
     prefix: str
     history: HistoryReader
     stats: Stats
@@ -54,6 +56,27 @@ class RedisLink:
     def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
         raise NotImplementedError
 
+    def _link_subscribe(self, name: str) -> None:
+        """Subscribe one more channel on the live link (its confirmation readies it)."""
+        if self.sharded:
+            self._shard_subscribe(name)
+        elif self._conn is not None and self._connected.is_set():
+            self._channels[name].pending_subs += 1
+            self._conn.write(encode_command("SUBSCRIBE", pubsub_channel(self.prefix, name)))
+
+    def _link_unsubscribe(self, names: list[str]) -> None:
+        if self.sharded:
+            self._shard_unsubscribe(names)
+        elif self._conn is not None and self._connected.is_set():
+            self._conn.write(
+                encode_command("UNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names))
+            )
+
+    def _link_close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._shards_close()
+
     def _on_confirm(self, kind: bytes, name: bytes) -> None:
         if kind != b"subscribe":
             return
@@ -67,6 +90,8 @@ class RedisLink:
                 ch.ready.set_result(None)
 
     async def _keep_connected(self) -> None:
+        if self.sharded:
+            return await self._keep_shards()
         delay = 0.05
         first = True
         while not self._stopping:
@@ -142,6 +167,11 @@ class RedisLink:
             return
         start = min(live)
         bounds = await self.history.bounds(name)
+        if start > bounds.head and bounds.existed and self.replicas_acked:
+            # After a failover with replica-acknowledged publishing, what the clients saw
+            # beyond the promoted replica's head were publishes that never returned (their
+            # WAIT failed; the producer retries them): nothing acknowledged is missing.
+            return
         plan = plan_resume(start, bounds)
         if plan.reset is not None:
             ch.last = plan.position

@@ -22,6 +22,7 @@ import redis
 from celery.signals import task_postrun, task_prerun
 
 from core.settings import get_settings
+from streams.connect import sync_client
 
 log = logging.getLogger("finrt.workers.metrics")
 
@@ -44,7 +45,7 @@ def record_duration(task_name: str, seconds: float) -> None:
     key = durations_key(s.redis_prefix)
     try:
         if _client is None:
-            _client = redis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            _client = sync_client(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         pipe = _client.pipeline(transaction=False)
         pipe.hincrby(key, f"{task_name}:{bound}", 1)
         pipe.hincrbyfloat(key, f"{task_name}:sum", seconds)

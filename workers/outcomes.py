@@ -13,6 +13,7 @@ import redis
 from celery.signals import task_failure, task_retry, task_success
 
 from core.settings import get_settings
+from streams.connect import sync_client
 
 log = logging.getLogger("finrt.workers.outcomes")
 
@@ -38,7 +39,7 @@ def count(task_name: str, outcome: str) -> None:
     s = get_settings()
     try:
         if _client is None:
-            _client = redis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            _client = sync_client(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         _client.hincrby(outcomes_key(s.redis_prefix), f"{task_name}:{outcome}", 1)
     except redis.RedisError:
         log.debug("task outcome not counted", exc_info=True)

@@ -83,8 +83,12 @@ async def open_stream(state: AppState, request: StreamRequest) -> Response:
     except TooManyStreams as exc:
         return JSONResponse({"detail": str(exc)}, status_code=429)
     try:
+        await hub.admit(sub)
         await hub.join(sub, channels)
         plans = await hub.prepare(sub, last)
+    except TooManyStreams as exc:
+        hub.release(sub)
+        return JSONResponse({"detail": str(exc)}, status_code=429)
     except (HubUnavailable, RedisError) as exc:
         hub.release(sub)
         return JSONResponse({"detail": str(exc)}, status_code=503)

