@@ -31,14 +31,14 @@ async def test_tickets_rate_limits_and_http_publishing_on_the_cluster(
             for n in range(3):
                 r = await client.post(
                     f"/api/v1/events/{channel}",
-                    json={"type": "metric_update", "data": {"n": n}},
+                    json={"type": "price_tick", "data": {"n": n}},
                     headers=_bearer(service),
                 )
                 assert r.status_code == 202, r.text
                 ids.append(r.json()["id"])
             refused = await client.post(
                 f"/api/v1/events/{channel}",
-                json={"type": "metric_update", "data": {"n": "refused"}},
+                json={"type": "price_tick", "data": {"n": "refused"}},
                 headers=_bearer(service),
             )
             assert refused.status_code == 429
