@@ -32,8 +32,9 @@ window.start = async (options) => {
   window.conn = finrt.connect({
     ...options,
     ...extra,
-    // Presence events (no id, never in history) are kept apart from the channel's events.
-    onEvent: (e) => (e.id == null ? window.presence : window.log).push(e),
+    // Presence events (never in history) are kept apart from the channel's events; the
+    // client's own auth_expired (no id either) belongs with the events.
+    onEvent: (e) => (String(e.type).startsWith("presence") ? window.presence : window.log).push(e),
     onStatus: (state, detail) => window.statuses.push([state, detail.role]),
     onReset: (channel, reason) => window.resets.push([channel, reason]),
     onAuthExpired: () => (window.expired += 1),
