@@ -11,6 +11,20 @@ SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
         "notification_read",
         "notification_dismissed",
         "notifications_read_all",
+        # inbox states, digests, actions and preferences (services/inbox_states.py, digests.py,
+        # notification_actions.py, preferences.py)
+        "notifications_seen",
+        "notification_archived",
+        "notification_unarchived",
+        "notification_expired",
+        "notification_updated",
+        "notification_action_done",
+        "preferences_updated",
+        # presence (streams/presence_live.py): a member must not fake another's arrival
+        "presence",
+        "presence_join",
+        "presence_leave",
+        "presence_count",
         # files, dashboards and reports (workers/, services/files.py, services/reports.py)
         "file_processing",
         "job_progress",

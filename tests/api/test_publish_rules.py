@@ -39,7 +39,18 @@ def _raw_token(env: dict[str, str], payload_json: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "kind", ["notification", "notification_read", "metric_update", "report_status", "pong"]
+    "kind",
+    [
+        "notification",
+        "notification_read",
+        "metric_update",
+        "report_status",
+        "pong",
+        "notification_archived",
+        "notification_updated",
+        "preferences_updated",
+        "presence_join",
+    ],
 )
 def test_reserved_types_cannot_be_published(api, token, user, make_file, kind):
     assert kind in SERVICE_EVENT_TYPES
