@@ -16,6 +16,7 @@ SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
         "notifications_seen",
         "notification_archived",
         "notification_unarchived",
+        "notification_snoozed",
         "notification_expired",
         "notification_updated",
         "notification_action_done",

@@ -14,6 +14,7 @@ import httpx
 import jwt
 import pytest
 
+from api.event_schemas import events_schema
 from services.event_types import SERVICE_EVENT_TYPES
 
 
@@ -71,6 +72,13 @@ def test_reserved_types_cannot_be_published(api, token, user, make_file, kind):
             f"/api/v1/events/user:{user}", json={"type": "price_tick"}, headers=_bearer(service)
         )
         assert r.status_code == 202, r.text
+
+
+def test_every_type_the_service_documents_is_reserved():
+    """A type added to the events schema (/api/v1/schemas/events.json) without reserving it
+    would let a client fake it: this fails until it is reserved."""
+    documented = {name for name in events_schema()["$defs"] if name[0].islower()}
+    assert documented - SERVICE_EVENT_TYPES == set()
 
 
 def test_a_channels_claim_limits_where_a_token_publishes(api, token, user, make_file):
