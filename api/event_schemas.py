@@ -150,6 +150,32 @@ def _types() -> dict[str, Any]:
             description="a file's processing progress (on file:{id}); failed adds error",
             example={"status": "processing", "processed": 400, "total": 1000, "percent": 40},
         ),
+        "file_members": _object(
+            {
+                "file_id": _FILE_ID,
+                "owner_id": {"type": "string"},
+                "members": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"user_id": {"type": "string"}, "role": {"type": "string"}},
+                    },
+                },
+                "updated_at": _TIME,
+            },
+            description="who shares the file changed (on file:{id}): its members after the change",
+            example={
+                "file_id": 7,
+                "owner_id": "alice",
+                "members": [{"user_id": "lee", "role": "viewer"}],
+                "updated_at": "2026-11-25T17:41:00.000000Z",
+            },
+        ),
+        "file_deleted": _object(
+            {"file_id": _FILE_ID},
+            description="the file was deleted (on file:{id}): its dashboard is gone",
+            example={"file_id": 7},
+        ),
         "financial_data_update": _object(
             {
                 "file_id": _FILE_ID,

@@ -6,22 +6,27 @@ in a process of its own (``python -m bench.db_events``, JSON on stdout) because 
 FINRT_ environment its relay and publisher read. In a schema of its own: inserts and updates of
 financial rows by a plain psycopg connection (as another service would), one statement per batch
 of 500 rows, with the triggers enabled and disabled, the same run (three alternating rounds, best
-of each); then single-row UPDATEs committed one at a time, each timed from its commit until its
-event is in the channel's Redis history (what SSE clients are woken from), with the relay running
-in this process. SSE delivery itself is measured by the fanout scenarios.
+of each); then single-row UPDATEs committed one at a time, each timed from its commit until an
+SSE client of a real ``finrt api`` process has its event (and until it is in the channel's Redis
+history), with the relay running in this process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import httpx
 
 ROWS = int(os.environ.get("FINRT_BENCH_DB_ROWS", "20000"))
 BATCH = 500
@@ -131,6 +136,9 @@ def _updates(conn: Any, file_id: int) -> float:
 
 
 def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any) -> dict[str, Any]:
+    """Single-row UPDATEs committed one at a time by a plain connection, each timed from its
+    commit until an SSE client of a real API process has the event (and, on the way, until
+    it is in the channel's Redis history)."""
     from streams.keys import history_key
 
     relay = relay_cls(settings, debounce_seconds=3600)  # no recalculation tasks here
@@ -138,11 +146,19 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
     thread.start()
     client = redis.Redis.from_url(settings.redis_url)
     key = history_key(settings.redis_prefix, f"file:{file_id}")
+    api = _start_api()
     try:
         deadline = time.monotonic() + 30
         while not relay.active and time.monotonic() < deadline:
             time.sleep(0.05)
-        samples: list[float] = []
+        arrivals: queue.Queue[float] = queue.Queue()
+        reader = threading.Thread(
+            target=_read_stream, args=(api[1], file_id, settings, arrivals), daemon=True
+        )
+        reader.start()
+        arrivals.get(timeout=30)  # the stream is open (its retry hint arrived)
+        to_sse: list[float] = []
+        to_redis: list[float] = []
         last = "0-0"  # the stream is empty: the throughput rounds ran with no relay
         for i in range(LATENCY_SAMPLES):
             conn.execute(
@@ -152,22 +168,70 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
             conn.commit()
             committed = time.perf_counter()
             got = client.xread({key: last}, count=1, block=10_000)
-            if not got:
+            if got:
+                to_redis.append((time.perf_counter() - committed) * 1000)
+                last = got[0][1][-1][0]
+            try:
+                to_sse.append((arrivals.get(timeout=10) - committed) * 1000)
+            except queue.Empty:
                 continue
-            samples.append((time.perf_counter() - committed) * 1000)
-            last = got[0][1][-1][0]
         for leftover in list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)):
             client.delete(leftover)  # history and dedupe keys of this run's own prefix
         return {
-            "latency_samples": len(samples),
-            "latency_p50_ms": _pct(samples, 0.5) if samples else None,
-            "latency_p99_ms": _pct(samples, 0.99) if samples else None,
-            "latency_mean_ms": round(statistics.fmean(samples), 2) if samples else None,
+            "latency_samples": len(to_sse),
+            "latency_p50_ms": _pct(to_sse, 0.5) if to_sse else None,
+            "latency_p99_ms": _pct(to_sse, 0.99) if to_sse else None,
+            "latency_mean_ms": round(statistics.fmean(to_sse), 2) if to_sse else None,
+            "redis_latency_p50_ms": _pct(to_redis, 0.5) if to_redis else None,
+            "redis_latency_p99_ms": _pct(to_redis, 0.99) if to_redis else None,
         }
     finally:
         relay.stop.set()
         thread.join(5)
         client.close()
+        api[0].terminate()
+        api[0].wait(15)
+
+
+def _start_api() -> tuple[subprocess.Popen[bytes], str]:
+    """``finrt api`` on a free port with this process's FINRT_ environment."""
+    from bench.procs import free_port
+
+    port = free_port()
+    finrt = Path(sys.executable).parent / "finrt"
+    proc = subprocess.Popen(
+        [str(finrt), "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("the API process did not start")
+
+
+def _read_stream(url: str, file_id: int, settings: Any, arrivals: queue.Queue[float]) -> None:
+    """The file's SSE stream: puts the arrival time of each event (and one when it opens)."""
+    from api.auth import issue_token
+
+    token = issue_token("bench", settings.jwt_secret, settings.jwt_algorithm)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    stream_url = f"{url}/api/v1/stream/files/{file_id}"
+    timeout = httpx.Timeout(10, read=60)
+    with httpx.stream("GET", stream_url, headers=headers, timeout=timeout) as response:
+        for line in response.iter_lines():
+            if line.startswith("retry:"):
+                arrivals.put(time.perf_counter())
+            elif line.startswith("event: financial_data_update"):
+                arrivals.put(time.perf_counter())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from models.notifications import Notification
 from models.outbox import enqueue
 from models.users import User
+from services.announce_changes import announced_by_caller
 from services.notifications import present, to_public, with_counts
 from streams.channels import user_channel
 
@@ -74,6 +75,7 @@ def join_open(
     n.message = message
     n.data = {**(data or {}), "first_title": first_title}
     n.is_read, n.read_at, n.seen_at = False, None, None
+    announced_by_caller(session, n.id)  # now, or by the inbox tick within UPDATE_SECONDS
     session.flush()
     if n.announced_at is None or now - n.announced_at >= timedelta(seconds=UPDATE_SECONDS):
         announce(session, n, now)

@@ -28,6 +28,8 @@ SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
         "presence_count",
         # files, dashboards and reports (workers/, services/files.py, services/reports.py)
         "file_processing",
+        "file_members",
+        "file_deleted",
         "job_progress",
         "financial_data_update",
         "metric_update",

@@ -77,7 +77,7 @@ def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str
                 .where(Notification.id.in_(ids), Notification.seen_at.is_(None))
                 .values(seen_at=now)
                 .returning(Notification.type)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False, finrt_events="explicit")
             )
         )
         marked = len(seen_types)
@@ -146,7 +146,7 @@ def archive_read(session: Session, user_id: str) -> tuple[int, dict[str, Any]]:
             .where(Notification.id.in_(ids), Notification.archived_at.is_(None))
             .values(archived_at=now)
             .returning(Notification.id, Notification.type)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         ).all()
         ids = [row[0] for row in rows]
         engagement.count_types(session, "archived", [row[1] for row in rows])
@@ -225,7 +225,7 @@ def wake_due(session: Session, now: datetime | None = None) -> list[str]:
             update(Notification)
             .where(Notification.id == nid, Notification.snoozed_until == until)
             .values(snoozed_until=None, seen_at=None, is_read=False, read_at=None, archived_at=None)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if rowcount(result) == 0:
             continue
@@ -257,7 +257,7 @@ def announce_expired(session: Session, now: datetime | None = None) -> list[str]
             update(Notification)
             .where(Notification.id == nid, Notification.expiry_announced_at.is_(None))
             .values(expiry_announced_at=now)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if rowcount(result) == 0:
             continue

@@ -150,7 +150,7 @@ def perform_action(
         update(Notification)
         .where(owned(user_id, nid, now))
         .values(actions=Notification.actions)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, finrt_events="explicit")
     )
     if rowcount(locked) == 0:
         raise NotificationNotFound("no such notification")
@@ -175,7 +175,7 @@ def perform_action(
         update(Notification)
         .where(Notification.id == nid)
         .values(actions=actions)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, finrt_events="explicit")
     )
     n = session.get(Notification, nid, populate_existing=True)
     assert n is not None

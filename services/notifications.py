@@ -273,12 +273,14 @@ def _insert_unless_duplicate(session: Session, values: dict[str, Any]) -> Notifi
             postgresql.insert(Notification)
             .values(values)
             .on_conflict_do_nothing(index_elements=conflict)
+            .execution_options(finrt_events="explicit")
         )
     else:
         statement = (
             sqlite.insert(Notification)
             .values(values)
             .on_conflict_do_nothing(index_elements=conflict)
+            .execution_options(finrt_events="explicit")
         )
     if rowcount(session.execute(statement)) == 0:
         return None
@@ -379,7 +381,7 @@ def change_one(
         update(Notification)
         .where(owned(user_id, nid, now), unchanged)
         .values(values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, finrt_events="explicit")
     )
     n = session.scalar(
         select(Notification)
@@ -446,7 +448,7 @@ def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
             .where(visible(user_id, now), Notification.is_read.is_(False))
             .values(is_read=True, read_at=now)
             .returning(Notification.type)
-            .execution_options(synchronize_session="evaluate")
+            .execution_options(synchronize_session="evaluate", finrt_events="explicit")
         )
     )
     marked = len(read_types)
@@ -468,6 +470,7 @@ def purge_expired(session: Session, *, now: datetime | None = None) -> int:
     result = session.execute(
         delete(Notification)
         .where(Notification.expires_at <= now)
-        .execution_options(synchronize_session="evaluate")
+        # Their expiry was announced (notification_expired): the purge itself is not news.
+        .execution_options(synchronize_session="evaluate", finrt_events="explicit")
     )
     return rowcount(result)

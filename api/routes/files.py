@@ -189,7 +189,10 @@ def _store_upload(s: Settings, owner: str, name: str, data: bytes, job_id: str) 
 
 def _discard_upload(s: Settings, file_id: int) -> None:
     with session_scope(s.database_url) as session:
-        session.execute(delete(File).where(File.id == file_id))
+        # A file nobody could have followed yet (its id was never returned): not news.
+        session.execute(
+            delete(File).where(File.id == file_id).execution_options(finrt_events="explicit")
+        )
 
 
 UPLOAD_BODY = {
