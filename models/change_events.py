@@ -26,6 +26,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from models.financial import FileParameter, FinancialDataRow, ReportExport
 from models.outbox import enqueue, enqueued
+from streams.channels import file_channel, user_channel
 
 EXPLICIT = "finrt_events"  # execution option: "explicit" = the caller enqueues the events
 _CHANGES_KEY = "finrt_changes"
@@ -128,7 +129,7 @@ def _enqueue_uncovered(session: Session) -> None:
     done = enqueued(session)
     now = _now()
     for (file_id, statement), (count, periods) in sorted(changes.financial.items()):
-        channel = f"file:{file_id}"
+        channel = file_channel(file_id)
         if any(c == channel and t == "financial_data_update" for c, t, _ in done):
             continue
         ordered = sorted(periods)
@@ -143,7 +144,7 @@ def _enqueue_uncovered(session: Session) -> None:
         }
         enqueue(session, channel, "financial_data_update", data)
     for (file_id, name), values in sorted(changes.parameters.items()):
-        channel, key = f"file:{file_id}", f"parameter:{name}"
+        channel, key = file_channel(file_id), f"parameter:{name}"
         if (channel, "parameter_update", key) in done:
             continue
         data = {
@@ -158,7 +159,7 @@ def _enqueue_uncovered(session: Session) -> None:
         enqueue(session, channel, "parameter_update", data, key=key)
     for report_id, values in sorted(changes.reports.items()):
         key = f"report:{report_id}"
-        channel = f"file:{values['file_id']}"
+        channel = file_channel(values["file_id"])
         if (channel, "report_status", key) in done or report_id in owed:
             continue
         status = values["status"]
@@ -168,7 +169,7 @@ def _enqueue_uncovered(session: Session) -> None:
             download_url=f"/api/v1/reports/{report_id}/download" if status == "ready" else None,
             source="application",
         )
-        for target in (channel, f"user:{values['requested_by']}"):
+        for target in (channel, user_channel(values["requested_by"])):
             enqueue(session, target, "report_status", data, key=key)
 
 

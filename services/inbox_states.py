@@ -23,6 +23,7 @@ from services.notifications import (
     change_one,
     counts,
     iso,
+    lock_in_order,
     owned,
     parse_id,
     present,
@@ -44,13 +45,6 @@ class SnoozeOutOfBounds(ValueError):
     """A snooze time too soon, too far, or without a time zone."""
 
 
-def _lock_in_order(session: Session, *where: Any) -> list[str]:
-    """The matching rows' ids, locked in id order (PostgreSQL; SQLite locks the database):
-    two bulk changes running together then queue instead of deadlocking."""
-    query = select(Notification.id).where(*where).order_by(Notification.id).with_for_update()
-    return list(session.scalars(query))
-
-
 def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str, Any]]:
     """Mark seen every listed notification up to ``up_to`` (it and older ones, in list order):
     ``(how many, counts)``. Nothing newly seen: nothing is published."""
@@ -66,7 +60,7 @@ def mark_seen(session: Session, user_id: str, up_to: str) -> tuple[int, dict[str
         Notification.created_at < created_at,
         and_(Notification.created_at == created_at, Notification.id <= anchor_id),
     )
-    ids = _lock_in_order(
+    ids = lock_in_order(
         session, present(user_id, now), Notification.seen_at.is_(None), older_or_same
     )
     marked = 0
@@ -139,7 +133,7 @@ def unarchive(
 def archive_read(session: Session, user_id: str) -> tuple[int, dict[str, Any]]:
     """Archive every listed notification already read: ``(how many, counts)``."""
     now = datetime.now(UTC)
-    ids = _lock_in_order(session, visible(user_id, now), Notification.is_read.is_(True))
+    ids = lock_in_order(session, visible(user_id, now), Notification.is_read.is_(True))
     if ids:
         rows = session.execute(
             update(Notification)

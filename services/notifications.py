@@ -436,16 +436,26 @@ def dismiss(session: Session, user_id: str, notification_id: str) -> tuple[Notif
     return n, count
 
 
+def lock_in_order(session: Session, *where: Any) -> list[str]:
+    """The matching rows' ids, locked in id order (PostgreSQL; SQLite locks the database):
+    two bulk changes running together then queue instead of deadlocking."""
+    query = select(Notification.id).where(*where).order_by(Notification.id).with_for_update()
+    return list(session.scalars(query))
+
+
 def mark_all_read(session: Session, user_id: str) -> tuple[int, int]:
     """Mark every visible unread notification read: ``(how many, unread_count)``.
 
     Nothing to mark: nothing is published.
     """
     now = datetime.now(UTC)
+    ids = lock_in_order(session, visible(user_id, now), Notification.is_read.is_(False))
+    if not ids:
+        return 0, unread_count(session, user_id, now)
     read_types = list(
         session.scalars(
             update(Notification)
-            .where(visible(user_id, now), Notification.is_read.is_(False))
+            .where(Notification.id.in_(ids), Notification.is_read.is_(False))
             .values(is_read=True, read_at=now)
             .returning(Notification.type)
             .execution_options(synchronize_session="evaluate", finrt_events="explicit")

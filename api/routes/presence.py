@@ -11,6 +11,7 @@ from api.deps import CurrentUser, StateDep
 from api.routes.files import FileIdPath, reader_file
 from core.settings import Settings
 from models import session_scope
+from streams.channels import file_channel
 
 router = APIRouter(prefix="/api/v1", tags=["files"])
 
@@ -47,7 +48,7 @@ async def get_presence(
     if presence is None:
         raise HTTPException(503, "presence is not running")
     try:
-        snapshot = await presence.snapshot(f"file:{ident}")
+        snapshot = await presence.snapshot(file_channel(ident))
     except (RedisError, OSError, TimeoutError) as exc:
         raise HTTPException(503, "Redis is unreachable; try again shortly") from exc
     return PresencePublic(**snapshot)
