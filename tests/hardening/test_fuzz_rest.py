@@ -31,7 +31,8 @@ from streams.channels import CHANNEL_RE
 from tests.hardening import figures
 from tests.support import make_token
 
-pytestmark = pytest.mark.hardening
+# Hundreds of generated requests (thousands in make soak): a busy machine needs the room.
+pytestmark = [pytest.mark.hardening, pytest.mark.timeout(figures.scaled(300, 1800))]
 
 MAX_EXAMPLES = figures.scaled(20, 150)
 UNDECLARED_4XX: collections.Counter[str] = collections.Counter()
