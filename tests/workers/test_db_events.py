@@ -30,6 +30,7 @@ from tests.fixtures_workers import assert_quiet, events_until, upload_csv, wait_
 from tests.support import BIN, ROOT, ApiServer, make_token, sse
 from workers.relay import psycopg_dsn
 
+FINANCIAL = "financial_data_update"
 pytestmark = pytest.mark.skipif(PG_SCHEMA is None, reason="PostgreSQL only (triggers)")
 
 CSV = (
@@ -218,6 +219,65 @@ def test_a_100000_row_statement_gives_one_event_per_file_and_statement(
     for event in events:
         assert event["data"]["rows"] == 50000, event
         assert event["data"]["periods_total"] == 6, event  # each statement: every other month
+
+
+def _from_db(event: dict[str, Any]) -> bool:
+    """A trigger's summary (a worker's recalculation may add its own events)."""
+    return event["type"] == FINANCIAL and event["data"].get("source") == "database"
+
+
+def test_rows_that_move_announce_their_old_place_too(
+    worker_env: dict[str, str], start_relay: Any, user: str
+) -> None:
+    relay = start_relay()
+    wait_until(lambda: relay.active, 30, "the relay")
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        files = []
+        for name in ("from.csv", "to.csv"):
+            row = conn.execute(
+                "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, "
+                "created_at, updated_at) VALUES (%s, %s, 'processed', 0, 0, 0, now(), now()) "
+                "RETURNING id",
+                (user, name),
+            ).fetchone()
+            assert row is not None
+            files.append(int(row[0]))
+        source, target = files
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) SELECT %s, g, '2026-01', 'income', 'item' || g, '1.00', 'USD'"
+            " FROM generate_series(1, 10) AS g",
+            (source,),
+        )
+        conn.commit()
+        # Three rows move to another period, then two to another file; then a plain UPDATE.
+        conn.execute(
+            "UPDATE financial_rows SET period = '2026-02' WHERE file_id = %s AND position <= 3",
+            (source,),
+        )
+        conn.execute(
+            "UPDATE financial_rows SET file_id = %s WHERE file_id = %s AND position > 8",
+            (target, source),
+        )
+        conn.commit()
+        conn.execute("UPDATE financial_rows SET amount = '3.00' WHERE file_id = %s", (target,))
+        conn.commit()
+    wait_until(lambda: len(stored(f"file:{target}")) >= 2, 30, "the events")
+    time.sleep(1)
+    at_source = [e["data"] for e in stored(f"file:{source}") if _from_db(e)]
+    at_target = [e["data"] for e in stored(f"file:{target}") if _from_db(e)]
+    # The insert; the period move (old and new period); the two rows that left.
+    assert [(d["rows"], d["periods"]) for d in at_source] == [
+        (10, ["2026-01"]),
+        (6, ["2026-01", "2026-02"]),
+        (2, ["2026-01"]),
+    ], at_source
+    # The two rows that arrived; the plain UPDATE of them (no old places: nothing moved).
+    assert [(d["rows"], d["periods"]) for d in at_target] == [
+        (2, ["2026-01"]),
+        (2, ["2026-01"]),
+    ], at_target
 
 
 def test_relay_killed_mid_burst_publishes_exactly_once_and_two_relays_never_both_publish(
