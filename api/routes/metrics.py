@@ -129,8 +129,8 @@ class EngagementCollector(Collector):
 
 _KIND_TEXT = {
     "created": "created (not muted; a digest counts once)",
-    "delivered": "that reached at least one open stream when published (counted per API "
-    "process: sum over processes)",
+    "delivered": "that reached at least one stream of their person, live or replayed on "
+    "resuming (once however many streams and processes)",
     "seen": "marked seen",
     "read": "marked read",
     "acted": "acted on (an action done; once per notification)",
