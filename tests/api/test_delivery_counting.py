@@ -18,22 +18,24 @@ TYPE = "scheduled_report"
 STREAM = "/api/v1/stream/notifications"
 
 
-def figures(servers: list[Any]) -> tuple[float, list[float]]:
+def figures(servers: list[Any], type: str = TYPE) -> tuple[float, list[float]]:
     """(first deliveries summed over the processes, the fleet-wide count each one reports)."""
     scraped = [scrape(s.url) for s in servers]
-    claimed = sum(value(s, "finrt_hub_notifications_claimed_total", type=TYPE) for s in scraped)
-    fleet = [value(s, "finrt_notifications_delivered_total", type=TYPE) for s in scraped]
+    claimed = sum(value(s, "finrt_hub_notifications_claimed_total", type=type) for s in scraped)
+    fleet = [value(s, "finrt_notifications_delivered_total", type=type) for s in scraped]
     return claimed, fleet
 
 
-async def counted(servers: list[Any], before: tuple[float, list[float]]) -> tuple[float, float]:
+async def counted(
+    servers: list[Any], before: tuple[float, list[float]], type: str = TYPE
+) -> tuple[float, float]:
     """Deliveries counted since ``before``: (sum of each process's claims, the fleet-wide
     figure), once both agree and have stayed put for three hub ticks (one a second here)."""
     deadline = time.monotonic() + 30
     last: tuple[float, float] | None = None
     steady = 0
     while True:
-        claimed, fleet = figures(servers)
+        claimed, fleet = figures(servers, type)
         now = (claimed - before[0], max(f - b for f, b in zip(fleet, before[1], strict=True)))
         alike = len({f - b for f, b in zip(fleet, before[1], strict=True)}) == 1
         steady = steady + 1 if now == last and alike and now[0] == now[1] else 0
