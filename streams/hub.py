@@ -534,7 +534,8 @@ class Hub(RedisLink):
         next_ping = time.monotonic() + self.ping_seconds
         while True:
             await asyncio.sleep(interval)
-            await self.save_delivery_counts()
+            # Shielded: stop() cancelling the tick mid-claim must not lose the claimed counts.
+            await asyncio.shield(self.save_delivery_counts())
             now = time.monotonic()
             if now >= next_ping:
                 next_ping = now + self.ping_seconds
