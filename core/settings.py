@@ -12,6 +12,8 @@ from limits import RateLimitItem, parse_many
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.notification_types import NOTIFICATION_TYPES
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The shortest JWT secret accepted: HS256's key size (PyJWT warns below it); compose says the same.
 JWT_SECRET_MIN = 32
@@ -131,10 +133,10 @@ class Settings(BaseSettings):
     @classmethod
     def _type_names(cls, value: str) -> str:
         for name in (n.strip() for n in value.split(",")):
-            if name and not re.match(r"^[a-z_]{1,32}\Z", name):
+            if name and name not in NOTIFICATION_TYPES:
                 raise ValueError(
-                    f"FINRT_CRITICAL_TYPES: {name!r} is not a notification type name "
-                    "(comma-separated names such as report_ready,data_quality_issue)"
+                    f"FINRT_CRITICAL_TYPES: {name[:40]!r} is not a notification type "
+                    f"(comma-separated, among {','.join(NOTIFICATION_TYPES)})"
                 )
         return value
 

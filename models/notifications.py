@@ -21,19 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
 
-NOTIFICATION_TYPES = (
-    "report_ready",
-    "file_processed",
-    "error_alert",
-    "system_update",
-    "collaboration_invite",
-    "data_quality_issue",
-    "scheduled_report",
-)
 PRIORITIES = ("low", "normal", "high", "urgent")
-# Types nobody can mute or digest: failures and outages must reach the person. The operator adds
-# more with FINRT_CRITICAL_TYPES.
-BUILT_IN_CRITICAL_TYPES = ("error_alert", "system_update")
 
 
 class Notification(Base):

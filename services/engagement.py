@@ -2,8 +2,9 @@
 
 Counted where they happen (the services), added to Redis only once the change commits (a
 rolled-back change counts nothing), so every API process and worker adds to one set of figures
-that ``GET /metrics`` reads. Deliveries are counted by the hub (``streams/hub.py``) into the
-same hash. Counting never fails the change: without Redis the figures miss it.
+that ``GET /metrics`` reads. Deliveries are counted by the hubs into the same hash, once per
+notification across the fleet (``streams/delivery_counts.py``). Counting never fails the
+change: without Redis the figures miss it.
 """
 
 from __future__ import annotations

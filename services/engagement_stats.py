@@ -15,7 +15,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.notifications import NOTIFICATION_TYPES, Notification
+from domain.notification_types import NOTIFICATION_TYPES
+from models.notifications import Notification
 from services import engagement
 from streams.keys import engagement_key
 

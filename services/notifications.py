@@ -17,7 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
+from domain.notification_types import NOTIFICATION_TYPES
+from models.notifications import PRIORITIES, Notification
 from models.outbox import enqueue
 from services import engagement
 from services.access import ensure_user

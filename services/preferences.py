@@ -16,11 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from models.notifications import (
-    BUILT_IN_CRITICAL_TYPES,
-    NOTIFICATION_TYPES,
-    NotificationPreference,
-)
+from domain.notification_types import BUILT_IN_CRITICAL_TYPES, NOTIFICATION_TYPES
+from models.notifications import NotificationPreference
 from models.outbox import enqueue
 from services.access import ensure_user
 from streams.channels import user_channel

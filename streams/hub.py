@@ -19,16 +19,15 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis.asyncio as aioredis
 
 from streams._pubsub import SubscriberProtocol
+from streams.delivery_counts import DeliveryCounter
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
-from streams.keys import ENGAGEMENT_HOUR_TTL, channel_from_pubsub, engagement_key
+from streams.keys import channel_from_pubsub
 from streams.leases import StreamLeases
 from streams.metrics import DeliveryLag
 from streams.relink import RedisLink
@@ -80,7 +79,6 @@ class Stats:
         "deliveries",
         "events_in",
         "flushes",
-        "notifications_delivered",
         "reconnects",
         "resets",
         "resumes",
@@ -92,9 +90,6 @@ class Stats:
         self.events_in = self.deliveries = self.flushes = 0
         self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
         self.unresponsive = 0  # links dropped for not answering a PING in time
-        # `notification` events by their notification's type that reached at least one open
-        # stream of this process when they arrived (counted once however many tabs).
-        self.notifications_delivered: dict[str, int] = {}
 
 
 class Hub(RedisLink):
@@ -153,8 +148,9 @@ class Hub(RedisLink):
         self._stopping = False
         # Who is on which file (streams/presence.py); None: no presence (benchmarks, tools).
         self.presence: Presence | None = None
-        # Deliveries by type not yet added to the fleet's Redis counters (once per tick).
-        self._delivered_unsaved: dict[str, int] = {}
+        # Notifications written to a stream (live or replayed), claimed in Redis once per tick
+        # so that each counts once in the fleet however many streams and processes it reached.
+        self.delivery_counter = DeliveryCounter(client, prefix)
         self._shards_init()
 
     @classmethod
@@ -395,6 +391,9 @@ class Hub(RedisLink):
                     sub.positions[name] = events[-1].sid
                     await sub.write_now(list(events))
                     self.stats.deliveries += len(events)
+                    for event in events:  # delivered on this connection: counted once
+                        if event.type == "notification":
+                            self.delivery_counter.note(event)
                 if not page.more:
                     break
                 after = page.last
@@ -459,41 +458,12 @@ class Hub(RedisLink):
             if sub.offer(event):
                 dirty.add(sub)
         if event.type == "notification" and ch.subscribers:
-            self._count_delivery(event)
-
-    def _count_delivery(self, event: Event) -> None:
-        """Count a notification that reached a stream: in memory here, added to Redis by the
-        tick (no write per delivery). A woken snooze was counted when first delivered."""
-        try:
-            data = orjson.loads(event.envelope)["data"]
-            kind = str(data["type"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return
-        if data.get("woken_from_snooze"):
-            return
-        totals = self.stats.notifications_delivered
-        totals[kind] = totals.get(kind, 0) + 1
-        self._delivered_unsaved[kind] = self._delivered_unsaved.get(kind, 0) + 1
+            self.delivery_counter.note(event)
 
     async def save_delivery_counts(self) -> None:
-        """Add the deliveries counted since the last call to the fleet's Redis counters; on
-        failure they wait for the next call."""
-        unsaved, self._delivered_unsaved = self._delivered_unsaved, {}
-        if not unsaved:
-            return
-        hour = datetime.now(UTC).strftime("%Y%m%d%H")
-        try:
-            async with asyncio.timeout(2.0):
-                pipe = self.client.pipeline(transaction=False)
-                for kind, n in unsaved.items():
-                    pipe.hincrby(engagement_key(self.prefix), f"delivered:{kind}", n)
-                    pipe.hincrby(engagement_key(self.prefix, hour), f"delivered:{kind}", n)
-                pipe.expire(engagement_key(self.prefix, hour), ENGAGEMENT_HOUR_TTL)
-                await pipe.execute()
-        except Exception:
-            for kind, n in unsaved.items():
-                self._delivered_unsaved[kind] = self._delivered_unsaved.get(kind, 0) + n
-            log.debug("notification deliveries not yet saved to Redis", exc_info=True)
+        """Claim the notifications delivered since the last call and add the first deliveries
+        to the fleet's Redis counters (streams/delivery_counts.py); on failure they wait."""
+        await self.delivery_counter.save()
 
     def broadcast_raw(
         self, channel: str, event_type: str, envelope: bytes, skip_user: str | None = None
@@ -564,7 +534,8 @@ class Hub(RedisLink):
         next_ping = time.monotonic() + self.ping_seconds
         while True:
             await asyncio.sleep(interval)
-            await self.save_delivery_counts()
+            # Shielded: stop() cancelling the tick mid-claim must not lose the claimed counts.
+            await asyncio.shield(self.save_delivery_counts())
             now = time.monotonic()
             if now >= next_ping:
                 next_ping = now + self.ping_seconds

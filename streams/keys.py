@@ -57,3 +57,15 @@ def engagement_key(prefix: str, hour: str | None = None) -> str:
     archived): the running totals, or with ``hour`` (``YYYYMMDDHH``, UTC) that hour's, kept a
     little over a day for ``finrt stats``."""
     return f"{prefix}:notifications:engagement" + (f":{hour}" if hour else "")
+
+
+# A claim set outlives the day in which its notifications' deliveries count (see
+# streams/delivery_counts.py), whatever hour of that day it was last touched.
+DELIVERY_CLAIM_TTL = 26 * 3600
+
+
+def delivery_claims_key(prefix: str, hour: int, type: str) -> str:
+    """The ids of the notifications of ``type`` published in ``hour`` (hours since the epoch,
+    UTC) that some stream has received: a process counts a delivery only if its ``SADD`` added
+    the id."""
+    return f"{prefix}:notifications:delivered:{hour}:{type}"

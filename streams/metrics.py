@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from domain.notification_types import NOTIFICATION_TYPES
 from streams.channels import channel_kind
 
 if TYPE_CHECKING:
@@ -152,6 +153,22 @@ class HubCollector(Collector):
         )
         for name, text, value in counters:
             yield CounterMetricFamily(f"finrt_{name}", text, value=value)
+        counter = hub.delivery_counter
+        claimed = CounterMetricFamily(
+            "finrt_hub_notifications_claimed",
+            "Notifications this process was first to deliver (live or replayed), by type: "
+            "summed over API processes, the fleet-wide finrt_notifications_delivered_total.",
+            labels=["type"],
+        )
+        for type in sorted(set(NOTIFICATION_TYPES) | set(counter.claimed)):
+            claimed.add_metric([type], counter.claimed.get(type, 0))
+        yield claimed
+        yield CounterMetricFamily(
+            "finrt_hub_notification_deliveries_uncounted",
+            "Notification deliveries left uncounted because Redis did not take the claims "
+            "for too long (more than 100,000 waiting).",
+            value=counter.dropped,
+        )
         lag = hub.lag
         yield HistogramMetricFamily(
             "finrt_delivery_lag_seconds",

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
 from api.http_metrics import HttpCollector
-from models.notifications import NOTIFICATION_TYPES
+from domain.notification_types import NOTIFICATION_TYPES
 from models.outbox import count_refused
 from services import engagement
 from streams.keys import engagement_key
@@ -129,8 +129,8 @@ class EngagementCollector(Collector):
 
 _KIND_TEXT = {
     "created": "created (not muted; a digest counts once)",
-    "delivered": "that reached at least one open stream when published (counted per API "
-    "process: sum over processes)",
+    "delivered": "that reached at least one stream of their person, live or replayed on "
+    "resuming (once however many streams and processes)",
     "seen": "marked seen",
     "read": "marked read",
     "acted": "acted on (an action done; once per notification)",

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
-from models.notifications import NOTIFICATION_TYPES, PRIORITIES, Notification
+from domain.notification_types import NOTIFICATION_TYPES
+from models.notifications import PRIORITIES, Notification
 from services import notifications as inbox
 
 # Timestamps stay the strings services.notifications.to_public makes, so a REST body and the

@@ -126,3 +126,35 @@ async def test_a_type_the_operator_lists_is_critical(start_api, token, user):
         response = await client.put(PREFERENCES, json=body, headers=headers)
         assert response.status_code == 422
         assert "report_ready is critical" in response.json()["detail"]
+
+
+def test_an_unknown_critical_type_stops_the_settings_and_the_server(env):
+    """A misspelt FINRT_CRITICAL_TYPES would leave the intended type mutable: it is refused,
+    at settings load and at ``finrt api``'s start, in one line naming the name."""
+    import subprocess
+
+    from pydantic import ValidationError
+
+    from core.settings import Settings, settings_problem
+    from tests.support import BIN, ROOT
+
+    with pytest.raises(ValidationError) as info:
+        Settings(critical_types="report_ready, security_alert")
+    problem = settings_problem(info.value)
+    assert "FINRT_CRITICAL_TYPES" in problem and "'security_alert'" in problem
+    assert "data_quality_issue" in problem  # what it accepts
+    assert Settings(critical_types=" report_ready ,").critical_type_list == ["report_ready"]
+
+    bad = dict(env, FINRT_CRITICAL_TYPES="report_ready,reportready")
+    result = subprocess.run(
+        [str(BIN / "finrt"), "api", "--port", "1"],
+        env=bad,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(ROOT),
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "FINRT_CRITICAL_TYPES" in result.stderr and "'reportready'" in result.stderr

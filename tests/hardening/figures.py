@@ -36,6 +36,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("server_errors", "5xx"),
     ("tokens_leaked", "tokens in logs"),
     ("notification_delivery_pct", "notif. delivered %"),
+    ("notification_counted_pct", "notif. counted %"),
 )
 
 
