@@ -49,7 +49,7 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> ApiServer:
+    def start(self, timeout: float = 60.0) -> ApiServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(BIN / "finrt"), "api", "--port", str(self.port)],
@@ -69,6 +69,7 @@ class ApiServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop(signal.SIGKILL)  # not left running behind the failed test
         raise RuntimeError(f"API not ready in time:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> float:

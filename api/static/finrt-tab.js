@@ -68,9 +68,10 @@ export class Tab {
     const ch = envelope.channel;
     if (envelope.type === "auth_expired") return this.deliver(envelope);
     if (this.paused || !this.channels.includes(ch)) return;
+    // Presence has no place in history: it counts whenever it comes, even before a position.
+    if (!positioned(envelope)) return this.deliver(envelope);
     const mine = this.positions[ch];
     if (mine == null) return; // before this tab's start on the channel: its snapshot has it
-    if (!positioned(envelope)) return this.deliver(envelope);
     const sync = this.syncs.get(ch);
     if (sync) return void sync.queue.push([envelope, prev]);
     if (envelope.type === "reset") {

@@ -355,3 +355,17 @@ def test_a_leader_told_it_freezes_steps_down_and_nothing_is_lost_or_doubled(
     assert file_ids(first, channel) == sent
     assert file_ids(second, channel) == sent
     assert first.evaluate("() => window.conn.role") == "follower"
+
+
+def test_a_client_started_without_positions_gets_the_presence_snapshot(
+    api, env, user, make_file, context
+):
+    file_id = make_file(user)
+    channel = f"file:{file_id}"
+    page = open_harness(context, serve_harness(context, api.url))
+    page.evaluate(
+        f"() => window.start({{channels: [{js(channel)}], token: {js(make_token(env, user))}}})"
+    )
+    wait(page, "() => window.presence.some(e => e.type === 'presence')")
+    snapshot = page.evaluate("() => window.presence.find(e => e.type === 'presence').data")
+    assert snapshot["file_id"] == file_id and snapshot["count"] == 1, snapshot
