@@ -191,14 +191,7 @@ def test_a_100000_row_statement_gives_one_event_per_file_and_statement(
     wait_until(lambda: relay.active, 30, "the relay")
     with outside() as conn:
         conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
-        row = conn.execute(
-            "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, "
-            "created_at, updated_at) VALUES (%s, 'bulk.csv', 'queued', 0, 0, 0, now(), now()) "
-            "RETURNING id",
-            (user,),
-        ).fetchone()
-        assert row is not None
-        file_id = int(row[0])
+        file_id = _outside_file(conn, user, "bulk.csv")
         conn.execute(
             "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
             " currency) SELECT %s, g, '2026-' || lpad((1 + g %% 12)::text, 2, '0'),"
@@ -221,6 +214,16 @@ def test_a_100000_row_statement_gives_one_event_per_file_and_statement(
         assert event["data"]["periods_total"] == 6, event  # each statement: every other month
 
 
+def _outside_file(conn: psycopg.Connection[Any], owner: str, name: str) -> int:
+    row = conn.execute(
+        "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, created_at, "
+        "updated_at) VALUES (%s, %s, 'queued', 0, 0, 0, now(), now()) RETURNING id",
+        (owner, name),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _from_db(event: dict[str, Any]) -> bool:
     """A trigger's summary (a worker's recalculation may add its own events)."""
     return event["type"] == FINANCIAL and event["data"].get("source") == "database"
@@ -233,17 +236,7 @@ def test_rows_that_move_announce_their_old_place_too(
     wait_until(lambda: relay.active, 30, "the relay")
     with outside() as conn:
         conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
-        files = []
-        for name in ("from.csv", "to.csv"):
-            row = conn.execute(
-                "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, "
-                "created_at, updated_at) VALUES (%s, %s, 'processed', 0, 0, 0, now(), now()) "
-                "RETURNING id",
-                (user, name),
-            ).fetchone()
-            assert row is not None
-            files.append(int(row[0]))
-        source, target = files
+        source, target = (_outside_file(conn, user, name) for name in ("from.csv", "to.csv"))
         conn.execute(
             "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
             " currency) SELECT %s, g, '2026-01', 'income', 'item' || g, '1.00', 'USD'"
