@@ -5,7 +5,7 @@ Run by ``python -m bench --only db-events`` (needs FINRT_BENCH_DATABASE_URL nami
 in a process of its own (``python -m bench.db_events``, JSON on stdout) because it sets the
 FINRT_ environment its relay and publisher read. In a schema of its own: inserts and updates of
 financial rows by a plain psycopg connection (as another service would), one statement per batch
-of 500 rows, with the triggers enabled and disabled, the same run (three alternating rounds, best
+of 500 rows, with the triggers enabled and disabled, the same run (five alternating rounds, best
 of each); then single-row UPDATEs committed one at a time, each timed from its commit until an
 SSE client of a real ``finrt api`` process has its event (and until it is in the channel's Redis
 history), with the relay running in this process.
@@ -31,7 +31,7 @@ import httpx
 ROWS = int(os.environ.get("FINRT_BENCH_DB_ROWS", "20000"))
 BATCH = 500
 LATENCY_SAMPLES = int(os.environ.get("FINRT_BENCH_DB_SAMPLES", "200"))
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -147,15 +147,15 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
     client = redis.Redis.from_url(settings.redis_url)
     key = history_key(settings.redis_prefix, f"file:{file_id}")
     api = _start_api()
+    procs: list[subprocess.Popen[Any]] = [api[0]]
     try:
         deadline = time.monotonic() + 30
         while not relay.active and time.monotonic() < deadline:
             time.sleep(0.05)
+        # The SSE client is a process of its own: in this one, the relay's thread would hold
+        # the GIL for whole switch intervals and delay the reader's clock by milliseconds.
         arrivals: queue.Queue[float] = queue.Queue()
-        reader = threading.Thread(
-            target=_read_stream, args=(api[1], file_id, settings, arrivals), daemon=True
-        )
-        reader.start()
+        procs.append(_start_reader(api[1], file_id, settings, arrivals))
         arrivals.get(timeout=30)  # the stream is open (its retry hint arrived)
         to_sse: list[float] = []
         to_redis: list[float] = []
@@ -166,10 +166,10 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
                 (f"{i}.00", file_id, i),
             )
             conn.commit()
-            committed = time.perf_counter()
+            committed = time.monotonic()
             got = client.xread({key: last}, count=1, block=10_000)
             if got:
-                to_redis.append((time.perf_counter() - committed) * 1000)
+                to_redis.append((time.monotonic() - committed) * 1000)
                 last = got[0][1][-1][0]
             try:
                 to_sse.append((arrivals.get(timeout=10) - committed) * 1000)
@@ -189,8 +189,9 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
         relay.stop.set()
         thread.join(5)
         client.close()
-        api[0].terminate()
-        api[0].wait(15)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(15)
 
 
 def _start_api() -> tuple[subprocess.Popen[bytes], str]:
@@ -218,21 +219,45 @@ def _start_api() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the API process did not start")
 
 
-def _read_stream(url: str, file_id: int, settings: Any, arrivals: queue.Queue[float]) -> None:
-    """The file's SSE stream: puts the arrival time of each event (and one when it opens)."""
+def _start_reader(
+    url: str, file_id: int, settings: Any, arrivals: queue.Queue[float]
+) -> subprocess.Popen[str]:
+    """``python -m bench.db_events reader``: its clock readings (CLOCK_MONOTONIC, one for the
+    whole machine) go into ``arrivals``."""
     from api.auth import issue_token
 
     token = issue_token("bench", settings.jwt_secret, settings.jwt_algorithm)
-    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-    stream_url = f"{url}/api/v1/stream/files/{file_id}"
-    timeout = httpx.Timeout(10, read=60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.db_events", "reader", f"{url}/api/v1/stream/files/{file_id}"],
+        env={**os.environ, "FINRT_BENCH_TOKEN": token},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            arrivals.put(float(line))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc
+
+
+def read_stream(stream_url: str) -> None:
+    """The reader: one clock reading when the stream opens and one per event."""
+    headers = {
+        "Authorization": f"Bearer {os.environ['FINRT_BENCH_TOKEN']}",
+        "Accept": "text/event-stream",
+    }
+    timeout = httpx.Timeout(10, read=None)
     with httpx.stream("GET", stream_url, headers=headers, timeout=timeout) as response:
         for line in response.iter_lines():
-            if line.startswith("retry:"):
-                arrivals.put(time.perf_counter())
-            elif line.startswith("event: financial_data_update"):
-                arrivals.put(time.perf_counter())
+            if line.startswith(("retry:", "event: financial_data_update")):
+                print(time.monotonic(), flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["reader"]:
+        read_stream(sys.argv[2])
+    else:
+        sys.exit(main())
