@@ -25,6 +25,8 @@ export const EVENT_TYPES = [
   "job_progress",
   "report_status",
   "file_processing",
+  "file_members",
+  "file_deleted",
   "financial_data_update",
   "metric_update",
   "chart_data_update",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 
 from api.event_schemas import events_schema
 from services.event_types import SERVICE_EVENT_TYPES
+from tests.support import ROOT
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -185,3 +187,12 @@ def test_a_hostile_request_id_is_replaced_and_never_logged(api, token, user):
             assert s.status_code == 401 and s.headers["x-request-id"] != given
     log = api.log()
     assert secret not in log and secret.split(".")[1] not in log
+
+
+def test_the_browser_client_listens_for_every_documented_type():
+    """EventSource hands over only the named events it listens for: a type missing from the
+    client's list would never reach an app."""
+    source = (ROOT / "api" / "static" / "finrt-source.js").read_text()
+    listed = set(re.findall(r'^  "([a-z_]+)",$', source, re.M))
+    documented = {name for name in events_schema()["$defs"] if name[0].islower()}
+    assert documented - listed == set()

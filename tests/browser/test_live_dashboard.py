@@ -260,3 +260,18 @@ def test_a_reset_refetches_the_snapshot(api, user, make_file, open_dashboard):
     publish_metric(file_id, "revenue", "money", "6.00")
     d.wait_card("revenue", "6.00")
     d.screenshot("after-reset")
+
+
+def test_a_file_deleted_elsewhere_is_said_on_its_dashboard(api, user, make_file, open_dashboard):
+    from models import File, session_scope
+    from tests.conftest import DATABASE_URL
+
+    file_id = make_file(user)
+    d = open_dashboard(api, user)
+    d.wait_streaming(f"file:{file_id}")
+    with session_scope(DATABASE_URL) as session:  # no service: the database-events hooks
+        file = session.get(File, file_id)
+        assert file is not None
+        session.delete(file)
+    d.wait_for("() => !document.getElementById('banner').hidden")
+    assert "deleted" in d.page.inner_text("#banner")

@@ -255,6 +255,10 @@ function start(userId) {
       case "report_status":
         reports.update(data);
         break;
+      case "file_deleted":
+        showBanner("This file was deleted: its dashboard is gone.");
+        files.load();
+        break;
       default:
         break;
     }
