@@ -1,16 +1,20 @@
 """Presence on a real Redis Cluster: files on every shard, two API processes, a snapshot, joins
-and leaves delivered over sharded pub/sub, and a process killed with SIGKILL whose users leave
-within the lease, once each."""
+and leaves delivered over sharded pub/sub, a process killed with SIGKILL whose users leave
+within the lease, once each, and a failover of the primary that holds a file's presence."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 from redis import RedisCluster
 
 from core.settings import get_settings
-from streams.keys import presence_key
+from streams.keys import presence_key, pubsub_channel
+from tests.cluster.test_cluster_failover import _wait_promoted
 from tests.cluster.test_cluster_streams import files_on_every_shard, start_cluster_api
 from tests.streams.test_presence import _held, _presence, _quiet, _stream, _until_who, _who
 
@@ -91,3 +95,57 @@ async def test_a_killed_process_on_the_cluster_loses_its_users_once_each(
                 assert len(list(nodes.scan_iter(match=pattern))) == 1
         finally:
             nodes.close()
+
+
+async def _until_event(stream: Any, done: Callable[[Any], bool], timeout: float = 30) -> None:
+    """Presence events until one satisfies ``done`` (snapshots and others may come first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await _presence(stream, timeout=max(0.1, deadline - time.monotonic()))
+        if done(event):
+            return
+
+
+async def test_presence_follows_a_failover_of_the_files_primary(
+    cluster, start_api, token, user, make_file
+):
+    """kill -9 of the primary that holds a file's presence: once a replica is promoted, a
+    leave and a join are still announced, and the endpoint ends with the true set."""
+    bob, carol = f"{user}-bob", f"{user}-carol"
+    files = files_on_every_shard(cluster, lambda o: make_file(o, members=(bob, carol)), user)
+    file_id, victim = next(iter(files.items()))
+    shard = pubsub_channel(get_settings().redis_prefix, f"file:{file_id}")
+    api = start_cluster_api(start_api, cluster, **FAST)
+    try:
+        async with _held(api, file_id, token(user)) as alice:
+            async with _held(api, file_id, token(bob)):
+                assert (await _presence(alice)).envelope["data"]["user_id"] == bob
+                cluster.node(victim).kill()
+                await asyncio.to_thread(_wait_promoted, cluster, shard, victim)
+
+            def bob_gone(event: Any) -> bool:
+                data = event.envelope["data"]
+                if event.event == "presence_leave":
+                    return bool(data["user_id"] == bob)
+                return event.event == "presence" and bob not in {
+                    u["user_id"] for u in data["users"]
+                }
+
+            await _until_event(alice, bob_gone)
+            body = await _until_who(api, file_id, token(user), {user})
+            assert [u["user_id"] for u in body["users"]] == [user]
+            async with _held(api, file_id, token(carol)):
+
+                def carol_in(event: Any) -> bool:
+                    data = event.envelope["data"]
+                    if event.event == "presence_join":
+                        return bool(data["user_id"] == carol)
+                    return False
+
+                await _until_event(alice, carol_in)
+                body = await _until_who(api, file_id, token(user), {user, carol})
+                assert body["count"] == 2
+    finally:
+        if cluster.node(victim) not in cluster.live():
+            cluster.node(victim).start()
+        cluster.wait_ok()
