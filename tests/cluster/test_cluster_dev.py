@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 from redis import RedisCluster
 
-from finrt.embedded_redis import free_port
+from finrt.embedded_redis import EmbeddedRedis, free_port
 from tests.cluster.cluster_redis import TestCluster
 from tests.ops.test_dev import DevRun, _assert_nothing_left, _check_running, dev_env, kill_leftovers
 from tests.support import BIN
@@ -44,6 +45,29 @@ async def test_finrt_dev_streams_over_the_cluster_with_an_embedded_broker(cluste
         _assert_nothing_left(run, redis_port)
     finally:
         kill_leftovers(tmp_path)
+
+
+async def test_finrt_dev_uses_the_configured_broker_beside_the_cluster(cluster, tmp_path):
+    """FINRT_CELERY_BROKER_URL set (a plain Redis of its own here): no embedded Redis at all."""
+    broker = EmbeddedRedis().start()
+    try:
+        (tmp_path / ".env").write_text(
+            f"FINRT_REDIS_URL={cluster.url}\nFINRT_CELERY_BROKER_URL={broker.url}\n"
+        )
+        run = DevRun(tmp_path, free_port())
+        token = run.wait_for(r"\?token=(\S+)").group(1)
+        assert run.wait_for(r"Celery broker: redis://127\.0\.0\.1:\d+/\d+ \(FINRT_CELERY")
+        assert not re.search(r"^redis\s*\|", run.output, re.M)  # nothing embedded started
+        await _check_running(run, token)  # the seeded file went through the worker
+        queued = redis.Redis.from_url(broker.url)
+        try:
+            assert queued.keys("finrt:celery:*")  # Celery's queues live on this broker
+        finally:
+            queued.close()
+        assert run.stop() == 0
+    finally:
+        kill_leftovers(tmp_path)
+        broker.stop()
 
 
 def _dev_fails(cwd: Path, env_file: str) -> str:
