@@ -58,6 +58,10 @@ SCENARIOS = (
     "resume",
     "e2e-celery",
     "db-events",
+    # bench/cluster_bench.py: one Redis against a 3-shard cluster and --workers 2; presence.
+    "cluster-fanout",
+    "presence-capacity",
+    "presence-storm",
 )
 BASELINE_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "capacity"}
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -762,6 +766,8 @@ class Bench:
     # -- driver ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bench.cluster_bench import scenarios as cluster_scenarios
+
         selected = self.args.only or list(SCENARIOS)
         targets: list[Target] = []
         if self.ours_ok and self.args.target in ("both", "ours"):
@@ -778,6 +784,7 @@ class Bench:
             "resume": self.s_resume,
             "e2e-celery": self.s_e2e_celery,
             "db-events": self.s_db_events,
+            **cluster_scenarios(self),
         }
         for name in SCENARIOS:
             if name not in selected:

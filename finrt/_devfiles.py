@@ -1,9 +1,10 @@
 """What ``finrt dev`` leaves under ``./var/`` for the other commands run in the same directory.
 
-``finrt dev`` records the Redis it uses (``var/redis_url``) and its JWT secret
-(``var/jwt_secret``). Every ``finrt`` command run in that directory uses them unless the
-environment (or ``.env``) says otherwise, so ``finrt token alice`` and ``finrt publish ...`` work
-as the README writes them, against the Redis the open streams read.
+``finrt dev`` records the Redis it uses (``var/redis_url``; with a Redis Cluster also the Celery
+broker beside it, ``var/celery_broker_url``) and its JWT secret (``var/jwt_secret``). Every
+``finrt`` command run in that directory uses them unless the environment (or ``.env``) says
+otherwise, so ``finrt token alice`` and ``finrt publish ...`` work as the README writes them,
+against the Redis the open streams read.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from urllib.parse import urlparse
 VAR = Path("var")
 SECRET_FILE = VAR / "jwt_secret"
 REDIS_URL_FILE = VAR / "redis_url"
+# The Celery broker beside a Redis Cluster (a cluster cannot be one); absent otherwise.
+BROKER_FILE = VAR / "celery_broker_url"
 PIDS_FILE = VAR / "dev.pids"
 
 # Setting -> the file ``finrt dev`` keeps it in.
-RECORDED = {"FINRT_REDIS_URL": REDIS_URL_FILE, "FINRT_JWT_SECRET": SECRET_FILE}
+RECORDED = {
+    "FINRT_REDIS_URL": REDIS_URL_FILE,
+    "FINRT_CELERY_BROKER_URL": BROKER_FILE,
+    "FINRT_JWT_SECRET": SECRET_FILE,
+}
 
 
 def dotenv_sets(name: str) -> bool:

@@ -384,10 +384,15 @@ def dev(
     from pydantic import ValidationError
 
     from core.settings import JWT_SECRET_MIN, Settings, settings_problem
+    from finrt._devcluster import configured_cluster
+    from finrt._devfiles import configured
     from finrt.dev import run_dev
 
+    checked: dict[str, Any] = {"env": "development", "jwt_secret": "x" * JWT_SECRET_MIN}
+    if configured_cluster() and not configured("FINRT_CELERY_BROKER_URL"):
+        checked["celery_broker_url"] = "redis://127.0.0.1/0"  # dev embeds one beside the cluster
     try:  # every setting checked first (dev makes its own secret: any valid one here)
-        Settings(env="development", jwt_secret="x" * JWT_SECRET_MIN)
+        Settings(**checked)
     except ValidationError as exc:
         typer.echo(f"configuration error: {settings_problem(exc)}", err=True)
         raise typer.Exit(2) from None

@@ -27,7 +27,16 @@ from urllib.parse import urlparse
 
 from core.settings import JWT_SECRET_MIN, Settings, get_settings
 from finrt._console import Console
-from finrt._devfiles import PIDS_FILE, REDIS_URL_FILE, SECRET_FILE, VAR, read_recorded, record
+from finrt._devcluster import BROKER_FILE, cluster_problem, configured_cluster
+from finrt._devfiles import (
+    PIDS_FILE,
+    REDIS_URL_FILE,
+    SECRET_FILE,
+    VAR,
+    configured,
+    read_recorded,
+    record,
+)
 from finrt._devfiles import dotenv_sets as _dotenv_sets
 from finrt._procs import (
     cwd_of,
@@ -37,6 +46,7 @@ from finrt._procs import (
     wait_groups_gone,
     within,
 )
+from streams.connect import is_cluster
 
 REDIS_DIR = VAR / "redis"
 # PIDS_FILE lists the process groups of the running children, so that a run killed with SIGKILL
@@ -79,10 +89,10 @@ def load_or_create_secret(path: Path = SECRET_FILE) -> tuple[str, bool]:
     return secret, True
 
 
-def choose_redis_port() -> tuple[int, str]:
+def choose_redis_port(recorded: Path = REDIS_URL_FILE) -> tuple[int, str]:
     """The embedded Redis's port and why: the last run's when free (a browser and the commands
     find it again), else 6379, else the first free of 6380-6399, else any free port."""
-    last = read_recorded(REDIS_URL_FILE)
+    last = read_recorded(recorded)
     if last:
         with contextlib.suppress(ValueError):
             parsed = urlparse(last)
@@ -125,6 +135,8 @@ class DevRunner:
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.redis_url = ""
+        # With a Redis Cluster and no broker configured: the embedded Redis's port, the broker.
+        self._broker: tuple[int, str] | None = None
         self._stopping = False
         self._requested = False
         self._force = False
@@ -213,6 +225,11 @@ class DevRunner:
             os.environ["FINRT_JWT_SECRET"], created = load_or_create_secret()
             kept = "created; kept for the next run" if created else "reused"
             self.say(f"JWT secret: {SECRET_FILE} ({kept})")
+        if configured_cluster() and not configured("FINRT_CELERY_BROKER_URL"):
+            # A cluster cannot be Celery's broker: the embedded Redis will be (a plain Redis
+            # beside the cluster), so the settings see one from the start.
+            self._broker = choose_redis_port(BROKER_FILE)
+            os.environ["FINRT_CELERY_BROKER_URL"] = f"redis://127.0.0.1:{self._broker[0]}/0"
         get_settings.cache_clear()
         try:
             settings = get_settings()
@@ -250,6 +267,9 @@ class DevRunner:
         from finrt._cli import safe_url
         from finrt.embedded_redis import redis_answers
 
+        if is_cluster(settings.redis_url):
+            return self._start_cluster(settings)
+        BROKER_FILE.unlink(missing_ok=True)
         if os.environ.get("FINRT_REDIS_URL") or _dotenv_sets("FINRT_REDIS_URL"):
             url = settings.redis_url
             parsed = urlparse(url)
@@ -272,6 +292,40 @@ class DevRunner:
             f"Redis: embedded on port {port} ({why}); recorded in {REDIS_URL_FILE} for the "
             "other finrt commands run here"
         )
+        self._start_embedded(port)
+        self.env["FINRT_REDIS_URL"] = self.redis_url
+        os.environ["FINRT_REDIS_URL"] = self.redis_url
+
+    def _start_cluster(self, settings: Settings) -> None:
+        """Events on the Redis Cluster of FINRT_REDIS_URL; Celery's broker beside it."""
+        from finrt._cli import safe_url
+
+        if problem := cluster_problem(settings.redis_url):
+            raise DevError(problem)
+        self.redis_url = settings.redis_url
+        record(REDIS_URL_FILE, self.redis_url)
+        record(BROKER_FILE, settings.celery_broker_url)
+        self.say(
+            f"events: the Redis Cluster at {safe_url(self.redis_url)} (FINRT_REDIS_URL; in "
+            f"{REDIS_URL_FILE})"
+        )
+        if self._broker is None:
+            self.say(
+                f"Celery broker: {safe_url(settings.celery_broker_url)} "
+                f"(FINRT_CELERY_BROKER_URL; in {BROKER_FILE})"
+            )
+            return
+        port, why = self._broker
+        self.say(
+            f"Celery broker: an embedded Redis on port {port} ({why}), beside the cluster; "
+            f"recorded in {BROKER_FILE}"
+        )
+        self._start_embedded(port)
+        self.env["FINRT_CELERY_BROKER_URL"] = settings.celery_broker_url
+
+    def _start_embedded(self, port: int) -> None:
+        from finrt.embedded_redis import redis_answers
+
         self._spawn(
             "redis",
             ["-m", "finrt._procs", "redis", str(port), str(REDIS_DIR)],
@@ -283,8 +337,6 @@ class DevRunner:
             if time.monotonic() > deadline:
                 raise DevError("the embedded Redis did not start within 30 s")
             time.sleep(0.05)
-        self.env["FINRT_REDIS_URL"] = self.redis_url
-        os.environ["FINRT_REDIS_URL"] = self.redis_url
 
     def _spawn(self, name: str, args: list[str], *, python: bool = False) -> None:
         command = [sys.executable, *args] if python else [*finrt_command(), *args]

@@ -4,7 +4,8 @@ included.
 
 Per file channel (all in the channel's hash tag, so one cluster slot): ``u`` user -> number of
 processes holding it, ``c`` user -> connections over all processes, ``z`` users scored by the
-time they arrived (ms), and ``p:<process>`` user -> that process's connections.
+time they arrived (ms), and ``p:<process>`` user -> that process's connections. Every call
+touches the keys of one slot only: one file's keys, or the process registry alone.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ if #joined > 0 or #left > 0 then
 end
 return #joined + #left
 """
+
+# On a Redis Cluster: the same, published on the file's shard channel (its slot is the keys'),
+# where the hubs follow it with SSUBSCRIBE.
+SHARDED_SYNC = SYNC.replace("'PUBLISH'", "'SPUBLISH'")
 
 # KEYS: c, z. ARGV: how many users to list. Returns count, then user, since (ms), connections
 # for the earliest arrivals.

@@ -32,8 +32,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams import _presence_lua as lua
+from streams.connect import is_cluster_client
 from streams.envelope import Event
 from streams.keys import presence_files_key, presence_key, presence_procs_key, pubsub_channel
+from streams.presence_cluster import Call, ClusterBatches
 from streams.presence_live import Deliver, LiveFanout, carries_presence, file_id, frames
 from streams.subscriber import Subscriber
 
@@ -73,7 +75,11 @@ class Presence:
         self.interval = lease_seconds / 4
         self.lease_ms = int(lease_seconds * 500)
         self.process = uuid.uuid4().hex[:16]
-        self._sync = client.register_script(lua.SYNC)
+        # On a cluster, changes go out on the file's shard channel (as events do, see
+        # streams/publish.py) and script calls are batched per primary.
+        sharded = is_cluster_client(client)
+        self._sync = client.register_script(lua.SHARDED_SYNC if sharded else lua.SYNC)
+        self._batches = ClusterBatches(client) if sharded else None
         self._snap = client.register_script(lua.SNAPSHOT)
         self._renew_script = client.register_script(lua.RENEW)
         self._forget = client.register_script(lua.FORGET)
@@ -131,6 +137,8 @@ class Presence:
                     ),
                     2.0,
                 )
+        if self._batches is not None:
+            await self._batches.close()
 
     def held(self) -> tuple[int, int]:
         """Files with users here, and (file, user) pairs: for the metrics."""
@@ -297,9 +305,7 @@ class Presence:
                     waiter.set_result(None)
 
     async def _write(self, dirty: dict[str, set[str]], full: set[str]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        files = presence_files_key(self.prefix, self.process)
-        emptied = []
+        calls, added, emptied = [], [], []
         for channel in set(dirty) | full:
             users = self._local.get(channel, {})
             if channel in full:
@@ -307,31 +313,52 @@ class Presence:
             else:
                 pairs = [(u, users.get(u, -1)) for u in dirty[channel]]
             if users and channel not in self._files:
-                pipe.sadd(files, channel)  # first: a crash after it leaves nothing unknown
+                added.append(channel)  # written first: a crash after it leaves nothing unknown
                 self._files.add(channel)
-            await self._call_sync(pipe, self.process, channel, pairs, channel in full)
+            calls.append(self._sync_call(self.process, channel, pairs, channel in full))
             if not users:
                 self._local.pop(channel, None)
                 if channel in self._files:
                     emptied.append(channel)
-        if emptied:
-            pipe.srem(files, *emptied)
-            self._files.difference_update(emptied)
+        self._files.difference_update(emptied)
+        await self._run_sync(presence_files_key(self.prefix, self.process), calls, added, emptied)
+
+    async def _run_sync(
+        self, files: str, calls: list[Call], added: list[str], emptied: list[str]
+    ) -> None:
+        """The script calls, with this process's files set updated before and after them: one
+        pipeline on one Redis; on a cluster, where the set has a slot of its own, separate
+        calls around one pipeline per primary (streams/presence_cluster.py)."""
+        if self._batches is None:
+            pipe = self.client.pipeline(transaction=False)
+            if added:
+                pipe.sadd(files, *added)
+            for keys, args in calls:
+                await self._sync(keys=keys, args=args, client=pipe)
+            if emptied:
+                pipe.srem(files, *emptied)
+            results = await pipe.execute(raise_on_error=False)
+        else:
+            if added:
+                await self.client.sadd(files, *added)  # type: ignore[misc]
+            results = await self._batches.run(self._sync, calls)
+            if emptied:
+                await self.client.srem(files, *emptied)  # type: ignore[misc]
         # A refused command (a script error) is logged, not retried: retrying cannot help,
         # and it must not hold back the other files' changes. A lost link raises: retried.
-        for result in await pipe.execute(raise_on_error=False):
+        for result in results:
             if isinstance(result, RedisError):
                 log.error("presence script refused: %s", result)
 
-    async def _call_sync(
-        self, pipe: Any, process: str, channel: str, pairs: list[tuple[str, int]], full: bool
-    ) -> None:
+    def _sync_call(
+        self, process: str, channel: str, pairs: list[tuple[str, int]], full: bool
+    ) -> Call:
         keys = [presence_key(self.prefix, channel, part) for part in ("u", "c", "z")]
         keys.append(presence_key(self.prefix, channel, f"p:{process}"))
         args: list[Any] = [pubsub_channel(self.prefix, channel), "1" if full else "0"]
         for user, n in pairs:
             args += [user, n]
-        await self._sync(keys=keys, args=args, client=pipe)
+        return keys, args
 
     # -- the lease and the reaper ----------------------------------------------------------------
 
@@ -383,13 +410,8 @@ class Presence:
         announced as left, once, whichever process gets here first."""
         files = presence_files_key(self.prefix, process)
         channels = [_text(c) for c in await self.client.smembers(files)]  # type: ignore[misc]
-        if channels:
-            pipe = self.client.pipeline(transaction=False)
-            for channel in channels:
-                await self._call_sync(pipe, process, channel, [], True)
-            for result in await asyncio.wait_for(pipe.execute(raise_on_error=False), TIMEOUT):
-                if isinstance(result, RedisError):
-                    log.error("presence script refused: %s", result)
+        calls = [self._sync_call(process, channel, [], True) for channel in channels]
+        await asyncio.wait_for(self._run_sync(files, calls, [], []), TIMEOUT)
         await self._forget(keys=[presence_procs_key(self.prefix)], args=[process])
         await self.client.delete(files)
         self.stats["reaped"] += 1

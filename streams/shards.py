@@ -30,6 +30,7 @@ from streams.keys import channel_from_pubsub, pubsub_channel
 
 if TYPE_CHECKING:
     from streams.hub import Stats, _Channel
+    from streams.presence import Presence
 
 log = logging.getLogger("finrt.hub")
 
@@ -41,6 +42,7 @@ class ShardLink:
     redis_url: str
     redis_health_seconds: float
     prefix: str
+    presence: Presence | None
     stats: Stats
     _channels: dict[str, _Channel]
     _connected: asyncio.Event
@@ -158,6 +160,8 @@ class ShardLink:
             self.stats.reconnects += 1
             log.info("resubscribed %d channels on the cluster; filling gaps", len(moved))
             self._tasks.append(asyncio.create_task(self._refill(moved)))
+            if self.presence is not None:  # changes published meanwhile may be lost
+                self.presence.on_reconnect()
         self._close_unused()
 
     def _unready(self, ch: _Channel) -> None:

@@ -111,8 +111,14 @@ class TestCluster:
     __test__ = False  # not a test class, whatever its name
 
     def __init__(self, root: Path, nodes: int = 6) -> None:
-        base = _free_block(nodes)
-        self.nodes = [ClusterNode(base + i, root / f"node{base + i}") for i in range(nodes)]
+        self.root, self.count = root, nodes
+        self._place()
+
+    def _place(self) -> None:
+        base = _free_block(self.count)
+        self.nodes = [
+            ClusterNode(base + i, self.root / f"node{base + i}") for i in range(self.count)
+        ]
 
     @property
     def url(self) -> str:
@@ -120,8 +126,17 @@ class TestCluster:
         return "redis+cluster://" + ",".join(n.addr for n in self.nodes)
 
     def start(self, timeout: float = 60.0) -> TestCluster:
-        for node in self.nodes:
-            node.start()
+        for attempt in range(3):
+            try:
+                for node in self.nodes:
+                    node.start()
+                break
+            except RuntimeError:
+                # A port of the block was taken meanwhile (a busy machine): another block.
+                self.stop()
+                if attempt == 2:
+                    raise
+                self._place()
         subprocess.run(
             [
                 shutil.which("redis-cli") or "redis-cli",
