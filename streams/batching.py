@@ -18,7 +18,12 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from streams.connect import is_cluster_client
+
 log = logging.getLogger("finrt.hub")
+
+# Script calls in flight at once per batch on a Redis Cluster (see eval_many).
+CLUSTER_PARALLEL = 16
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -102,7 +107,18 @@ async def eval_many(
     """Run a registered script (``client.register_script``) once per ``(keys, args)`` in one
     pipeline (one round trip; on a cluster, one per node): the results in order, an exception
     in place of a call that failed. A script Redis does not know yet is loaded and the pipeline
-    sent again."""
+    sent again.
+
+    A Redis Cluster client refuses scripts in a pipeline: there they run as separate calls, a
+    few at a time (still one batch in flight, so the pools stay small)."""
+    if is_cluster_client(client):
+        gate = asyncio.Semaphore(CLUSTER_PARALLEL)
+
+        async def one(keys: list[str], args: list[Any]) -> Any:
+            async with gate:
+                return await script(keys=keys, args=args)
+
+        return list(await asyncio.gather(*(one(k, a) for k, a in calls), return_exceptions=True))
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for keys, args in calls:
