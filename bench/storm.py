@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bench import nchan
 from bench.common import STREAM_PATH
 from bench.procs import LOAD_CPU, SERVER_CPU, Proc, Worker, rss_kb, spawn, wait_http_ok
+from bench.profiling import py_spy
 
 if TYPE_CHECKING:
     from bench.runner import Bench, Target
@@ -95,7 +96,14 @@ def _create_users(bench: Bench, users: list[str]) -> None:
 
 
 async def _measure_open(
-    bench: Bench, server: Proc, port: int, users: list[str], path: str, p: StormParams, tag: str
+    bench: Bench,
+    server: Proc,
+    port: int,
+    users: list[str],
+    path: str,
+    p: StormParams,
+    tag: str,
+    name: str,
 ) -> dict[str, Any]:
     client = await _client(bench, tag, port, path)
     try:
@@ -104,10 +112,14 @@ async def _measure_open(
             raise RuntimeError(f"first stream failed: {first['errors']}")
         await asyncio.sleep(1.0)
         rss0 = rss_kb(server.pid)
-        opened = await client.request(
-            {"cmd": "open", "users": users, "concurrency": p.concurrency, "timeout": 120},
-            timeout=600,
-        )
+        profile: dict[str, Any] = {}
+        want = bench.args.py_spy is not None and tag == "ours"
+        async with py_spy(want, server, f"ours-{name}", pinning=bench.pinning,
+                          log_dir=bench.log_dir, out=profile):  # fmt: skip
+            opened = await client.request(
+                {"cmd": "open", "users": users, "concurrency": p.concurrency, "timeout": 120},
+                timeout=600,
+            )
         await asyncio.sleep(1.0)
         rss1 = rss_kb(server.pid)
         ok = opened["ok"]
@@ -119,6 +131,7 @@ async def _measure_open(
             "rss_before_kb": rss0,
             "rss_after_kb": rss1,
             "rss_per_conn_kb": round((rss1 - rss0) / ok, 2) if ok else math.nan,
+            **profile,
         }
     finally:
         await client.close()
@@ -131,15 +144,23 @@ async def _users(bench: Bench, target: Target, p: StormParams, *, known: bool) -
         await asyncio.to_thread(_create_users, bench, users)
     server = await target.start()
     try:
-        res = await _measure_open(bench, server, target.port, users, STREAM_PATH, p, "ours")
+        res = await _measure_open(
+            bench, server, target.port, users, STREAM_PATH, p, "ours", _name(known)
+        )
         res["redis"] = _redis_connections(bench)
     finally:
         await target.stop()
     res["nchan"] = await nchan.measure(
         bench,
-        lambda port, proc: _measure_open(bench, proc, port, users, "/sub/user_{user}", p, "nchan"),
+        lambda port, proc: _measure_open(
+            bench, proc, port, users, "/sub/user_{user}", p, "nchan", _name(known)
+        ),
     )
     return res
+
+
+def _name(known: bool) -> str:
+    return "users-known" if known else "users-new"
 
 
 async def _reconnect_storm(bench: Bench, target: Target, p: StormParams) -> dict[str, Any]:

@@ -65,8 +65,8 @@ def ensure_user(session: Session, user_id: str) -> None:
 
 
 def ensure_users(session: Session, user_ids: list[str]) -> None:
-    """:func:`ensure_user` for many users in two statements: one SELECT of those that exist,
-    one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` of the others (none when all exist, so
+    """:func:`ensure_user` for many users at once: one SELECT of those that exist (per 500),
+    one ``INSERT ... ON CONFLICT DO NOTHING`` sent for all the others (none when all exist, so
     a crowd of known users costs no write)."""
     wanted = list(dict.fromkeys(user_ids))
     existing: set[str] = set()
@@ -79,9 +79,10 @@ def ensure_users(session: Session, user_ids: list[str]) -> None:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     now = utcnow()
-    for start in range(0, len(missing), 500):
-        rows = [{"id": u, "created_at": now} for u in missing[start : start + 500]]
-        session.execute(insert(User).values(rows).on_conflict_do_nothing())
+    # executemany: one compiled statement, the rows sent by the driver in bulk.
+    session.execute(
+        insert(User).on_conflict_do_nothing(), [{"id": u, "created_at": now} for u in missing]
+    )
 
 
 def own_channel(user_id: str, channel: str) -> bool:
