@@ -56,6 +56,7 @@ class TurnBatcher(Generic[A, R]):
         return await self.submit(arg)
 
     async def _drain(self) -> None:
+        live: list[tuple[A, asyncio.Future[R]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
@@ -78,7 +79,7 @@ class TurnBatcher(Generic[A, R]):
                     else:
                         future.set_result(result)
         except asyncio.CancelledError:
-            for _, future in self._queue:
+            for _, future in live + self._queue:  # the batch in flight and those waiting
                 future.cancel()
             self._queue = []
             raise
