@@ -4,6 +4,7 @@ gets its own result (or its own error), and nobody is left waiting when the batc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from streams.batching import TurnBatcher
 
@@ -43,7 +44,7 @@ async def test_requests_made_while_a_batch_runs_form_the_next_one():
 
 
 async def test_a_failed_call_fails_its_batch_and_the_next_batch_still_runs():
-    async def run(args: list[int]) -> list[int | BaseException]:
+    async def run(args: list[int]) -> Sequence[int | BaseException]:
         if 0 in args:
             raise ConnectionError("Redis went away")
         return args
@@ -55,7 +56,7 @@ async def test_a_failed_call_fails_its_batch_and_the_next_batch_still_runs():
 
 
 async def test_stopping_cancels_the_batch_in_flight_and_those_waiting():
-    async def run(args: list[int]) -> list[int | BaseException]:
+    async def run(args: list[int]) -> Sequence[int | BaseException]:
         await asyncio.sleep(10)
         return args
 
