@@ -55,6 +55,12 @@ class RawStream:
             self.writer.close()
 
 
+def _calls(client: redis.Redis, command: str) -> int:
+    """How many times Redis ran ``command`` so far (INFO commandstats)."""
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
 def _api_connections(client: redis.Redis, pid: int) -> int:
     name = f"finrt-api:{pid}"
     return sum(1 for c in client.client_list() if c.get("name") == name)
@@ -77,6 +83,7 @@ async def test_a_storm_of_new_users_opens_every_stream_with_few_redis_connection
             peak = max(peak, await asyncio.to_thread(_api_connections, redis_client, server.pid))
             await asyncio.sleep(0.02)
 
+    subscribes0 = _calls(redis_client, "subscribe")
     watcher = asyncio.create_task(watch())
     try:
         await asyncio.gather(*(c.open() for c in conns))
@@ -86,6 +93,9 @@ async def test_a_storm_of_new_users_opens_every_stream_with_few_redis_connection
         await watcher
         peak = max(peak, _api_connections(redis_client, server.pid))
         assert 0 < peak <= POOL_BOUND, f"{peak} Redis connections for {USERS} opens"
+        # One SUBSCRIBE per loop turn names every channel wanted in it, not one per stream.
+        subscribes = _calls(redis_client, "subscribe") - subscribes0
+        assert 0 < subscribes <= USERS // 8, f"{subscribes} SUBSCRIBEs for {USERS} channels"
 
         # Every stream is live: an event published to each user's channel reaches it.
         for u in users:
