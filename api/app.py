@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,6 +50,9 @@ from streams.publish import AsyncPublisher
 
 log = logging.getLogger("finrt.api")
 
+# Most commands connections one API process keeps to a (non-cluster) Redis.
+REDIS_POOL_SIZE = 64
+
 # Sent to every open stream when the process stops: reconnect soon (to another process).
 SHUTDOWN_RETRY_MS = 250
 
@@ -61,9 +65,12 @@ def build_state(settings: Settings) -> AppState:
         )
     else:
         # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
+        # Opens share round trips (streams/batching.py), so a storm needs only a few; the cap is
+        # a bound, not a target. Named per process, so CLIENT LIST tells whose they are.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
-            max_connections=200,
+            max_connections=REDIS_POOL_SIZE,
+            client_name=f"finrt-api:{os.getpid()}",
             timeout=10,
             socket_connect_timeout=3,
             socket_timeout=10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -18,7 +19,8 @@ from api.stream_request import Credentials
 from api.tickets import redeem_ticket
 from core.settings import Settings
 from models import session_scope
-from services.access import ensure_user
+from services.access import ensure_users
+from streams.batching import TurnBatcher
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -55,16 +57,28 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def known_user(state: AppState, principal: Principal) -> Principal:
-    """Create the user on first sight (cached per process: no database trip afterwards)."""
+    """Create the user on first sight (cached per process: no database trip afterwards).
+
+    First sightings made together (a storm of streams opening after a restart) share one
+    transaction: one SELECT and at most one multi-row INSERT per batch (streams/batching.py).
+    """
     if not state.access.user_known(principal.user_id):
-
-        def _ensure() -> None:
-            with session_scope(state.settings.database_url) as session:
-                ensure_user(session, principal.user_id)
-
-        await run_in_threadpool(_ensure)
-        state.access.remember_user(principal.user_id)
+        batch = state.user_batch
+        if batch is None:
+            batch = state.user_batch = TurnBatcher(partial(_ensure_users, state))
+        await batch.call(principal.user_id)
     return principal
+
+
+async def _ensure_users(state: AppState, user_ids: list[str]) -> list[None]:
+    def _ensure() -> None:
+        with session_scope(state.settings.database_url) as session:
+            ensure_users(session, user_ids)
+
+    await run_in_threadpool(_ensure)
+    for user_id in user_ids:
+        state.access.remember_user(user_id)
+    return [None] * len(user_ids)
 
 
 async def principal_from_token(state: AppState, token: str) -> Principal:

@@ -11,6 +11,7 @@ from api.auth import Principal, TokenVerifier
 from api.limits import RateLimits
 from core.settings import Settings
 from services.access import AccessCache
+from streams.batching import TurnBatcher
 from streams.hub import Hub
 from streams.publish import AsyncPublisher
 
@@ -25,3 +26,5 @@ class AppState:
     verifier: TokenVerifier
     access: AccessCache = field(default_factory=AccessCache)
     tokens: dict[str, Principal] = field(default_factory=dict)
+    # First sightings of users, created in batches (api/deps.py known_user).
+    user_batch: TurnBatcher[str, None] | None = None

@@ -7,6 +7,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from bench import storm
+
 Cell = list[str]
 
 TARGETS = {
@@ -268,6 +270,8 @@ def brief(name: str, res: dict[str, Any]) -> str:
     """One-line summary for the progress log."""
     if "error" in res or "skipped" in res:
         return str(res.get("error") or res.get("skipped"))
+    if name not in CELLS:
+        return storm.brief(res)
     return "; ".join(CELLS[name](res))
 
 
@@ -322,6 +326,8 @@ def render(doc: dict[str, Any]) -> str:
         head.append("INTERRUPTED: partial results")
     rows: list[list[Cell]] = []
     for name, row in doc["scenarios"].items():
+        if name not in CELLS:  # the distinct-user scenarios have a table of their own
+            continue
         ours = row.get("ours")
         base = row.get("baseline")
         cell_fn = CELLS[name]
@@ -350,4 +356,8 @@ def render(doc: dict[str, Any]) -> str:
     table = _table(
         ["Scenario", "Ours", "Baseline (naive)", "Ours vs baseline", "Target", "Verdict"], rows
     )
-    return "\n".join(head) + "\n\n" + table
+    parts = [table] if rows else []
+    extra = storm.render(doc)
+    if extra:
+        parts.append(extra)
+    return "\n".join(head) + "\n\n" + "\n\n".join(parts)

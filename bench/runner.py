@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from bench import report
+from bench import report, storm
 from bench.clients import ClientGroup
 from bench.common import STREAM_PATH, cpu_seconds
 from bench.procs import (
@@ -62,6 +62,7 @@ SCENARIOS = (
     "cluster-fanout",
     "presence-capacity",
     "presence-storm",
+    *storm.SCENARIOS,
 )
 BASELINE_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "capacity"}
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -785,6 +786,7 @@ class Bench:
             "e2e-celery": self.s_e2e_celery,
             "db-events": self.s_db_events,
             **cluster_scenarios(self),
+            **storm.scenarios(self),
         }
         for name in SCENARIOS:
             if name not in selected:
@@ -944,6 +946,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         metavar="N",
         help="load-client processes (all on the load CPU; default 1)",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size of the distinct-user scenarios (bench/storm.py): 1.0 = 10,000 users",
     )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return ap.parse_args(argv)

@@ -64,6 +64,42 @@ def ensure_user(session: Session, user_id: str) -> None:
     session.execute(insert(User).values(id=user_id, created_at=utcnow()).on_conflict_do_nothing())
 
 
+def ensure_users(session: Session, user_ids: list[str]) -> None:
+    """:func:`ensure_user` for many users at once: one SELECT of those that exist (per 500),
+    one ``INSERT ... ON CONFLICT DO NOTHING`` sent for all the others (none when all exist, so
+    a crowd of known users costs no write)."""
+    wanted = list(dict.fromkeys(user_ids))
+    existing: set[str] = set()
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[start : start + 500]
+        existing.update(session.scalars(select(User.id).where(User.id.in_(chunk))))
+    missing = [u for u in wanted if u not in existing]
+    if not missing:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    # executemany: one compiled statement, the rows sent by the driver in bulk.
+    session.execute(
+        insert(User).on_conflict_do_nothing(), [{"id": u, "created_at": now} for u in missing]
+    )
+
+
+def own_channel(user_id: str, channel: str) -> bool:
+    """Whether ``channel`` is decided without the database: True for the user's own channel;
+    Forbidden for another user's, NotFound for a name that is no channel; False for a file's
+    channel (its members are in the database)."""
+    try:
+        kind, ident = channels.parse_channel(channel)
+    except InvalidEvent as exc:
+        raise NotFound("no such channel") from exc
+    if kind != "user":
+        return False
+    if ident != user_id:
+        raise Forbidden("another user's channel")
+    return True
+
+
 def parse_file_id(raw: str) -> int:
     """The file a path or channel names; NotFound unless written canonically (``01`` is not
     file 1: one file, one name)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from streams.batching import TurnBatcher, eval_many
 from streams.envelope import Event, StreamId, format_id, join_envelope, parse_id
 from streams.keys import history_key
 
@@ -56,12 +57,22 @@ class HistoryReader:
     ) -> None:
         self.client, self.prefix, self.maxlen, self.ttl = client, prefix, maxlen, ttl_seconds
         self._bounds = client.register_script(BOUNDS_LUA)
+        # Lookups of streams opening together go to Redis as one pipeline (streams/batching.py).
+        self._batch: TurnBatcher[str, Bounds] = TurnBatcher(self._bounds_of)
 
     async def bounds(self, channel: str) -> Bounds:
-        existed, first, head = await self._bounds(
-            keys=[history_key(self.prefix, channel)], args=[self.maxlen, self.ttl]
-        )
-        return Bounds(bool(existed), parse_id(_decode(first)), parse_id(_decode(head)))
+        return await self._batch.call(channel)
+
+    async def _bounds_of(self, channels: list[str]) -> list[Bounds | BaseException]:
+        calls = [([history_key(self.prefix, c)], [self.maxlen, self.ttl]) for c in channels]
+        out: list[Bounds | BaseException] = []
+        for reply in await eval_many(self.client, self._bounds, calls):
+            if isinstance(reply, BaseException):
+                out.append(reply)
+            else:
+                existed, first, head = reply
+                out.append(Bounds(bool(existed), parse_id(_decode(first)), parse_id(_decode(head))))
+        return out
 
     async def read_page(self, channel: str, after: StreamId, count: int = PAGE) -> Page:
         """The next ``count`` entries after ``after``, markers dropped, oldest first."""

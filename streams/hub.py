@@ -143,6 +143,7 @@ class Hub(RedisLink):
         self._last_flush_end = 0.0
         self._last_flush_cost = 0.0
         self._conn: SubscriberProtocol | None = None
+        self._to_subscribe: list[str] = []
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False

@@ -7,6 +7,10 @@ expired members, counts the rest and adds one, in one script; closing removes it
 renews the leases of its open streams every third of ``lease_seconds``. A process killed with
 SIGKILL renews nothing more, so its slots come back within ``lease_seconds``: a crash never
 locks a user out for longer.
+
+Streams that open (or close) together share a round trip: the acquisitions made in one loop
+turn go to Redis as one pipeline of scripts (each still atomic for its user, so the limit holds
+for streams of one user in one batch), and releases are sent the same way (streams/batching.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import uuid
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from streams.batching import TurnBatcher, eval_many
 
 log = logging.getLogger("finrt.hub")
 
@@ -57,16 +63,16 @@ class StreamLeases:
         self._count = 0
         self._held: dict[str, set[str]] = {}  # user -> members held by this process
         self._task: asyncio.Task[None] | None = None
+        self._acquires: TurnBatcher[tuple[str, str], int] = TurnBatcher(self._acquire_many)
+        self._drops: TurnBatcher[tuple[str, str], None] = TurnBatcher(self._drop_many)
 
     async def acquire(self, user_id: str) -> str | None:
         """A lease for one more stream of ``user_id``, or None when the fleet-wide limit is
         reached."""
         self._count += 1
         member = f"{self._process}:{self._count}"
-        taken = await self._acquire(
-            keys=[leases_key(self.prefix, user_id)], args=[self.limit, self.lease, member]
-        )
-        if not int(taken):
+        taken = await self._acquires.call((user_id, member))
+        if not taken:
             return None
         self._held.setdefault(user_id, set()).add(member)
         if self._task is None:
@@ -79,29 +85,57 @@ class StreamLeases:
             held.discard(member)
             if not held:
                 del self._held[user_id]
-        asyncio.get_running_loop().create_task(self._drop(user_id, member))
+        self._drops.submit((user_id, member)).add_done_callback(_quiet)
 
-    async def _drop(self, user_id: str, member: str) -> None:
+    async def _acquire_many(self, wanted: list[tuple[str, str]]) -> list[int | BaseException]:
+        calls = [
+            ([leases_key(self.prefix, user_id)], [self.limit, self.lease, member])
+            for user_id, member in wanted
+        ]
+        return [
+            r if isinstance(r, BaseException) else int(r)
+            for r in await eval_many(self.client, self._acquire, calls)
+        ]
+
+    async def _drop_many(self, leases: list[tuple[str, str]]) -> list[None]:
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, member in leases:
+            pipe.zrem(leases_key(self.prefix, user_id), member)
         try:
-            await self.client.zrem(leases_key(self.prefix, user_id), member)
+            await pipe.execute(raise_on_error=False)
         except (RedisError, OSError):
-            pass  # it expires with its lease
+            pass  # they expire with their leases
+        return [None] * len(leases)
 
     async def _keep_renewing(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            for user_id, members in list(self._held.items()):
-                if not members:
-                    continue
+            held = [(u, sorted(m)) for u, m in list(self._held.items()) if m]
+            for start in range(0, len(held), 500):  # one pipeline per 500 users
+                calls = [
+                    ([leases_key(self.prefix, u)], [self.lease, *members])
+                    for u, members in held[start : start + 500]
+                ]
                 try:
-                    await self._renew(
-                        keys=[leases_key(self.prefix, user_id)], args=[self.lease, *members]
-                    )
+                    failed = [
+                        r
+                        for r in await eval_many(self.client, self._renew, calls)
+                        if isinstance(r, BaseException)
+                    ]
                 except (RedisError, OSError) as exc:
-                    log.warning("renewing stream leases failed: %r", exc)
+                    failed = [exc]
+                if failed:
+                    log.warning("renewing stream leases failed: %r", failed[0])
 
     async def stop(self) -> None:
+        await self._acquires.stop()
+        await self._drops.drained(2.0)  # closed streams give their slots back before exit
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a failed release expires with its lease

@@ -40,6 +40,7 @@ class RedisLink(ShardLink):
     _connected: asyncio.Event
     _tasks: list[asyncio.Task[None]]
     _stopping: bool
+    _to_subscribe: list[str]  # channels to subscribe at the end of this loop turn
 
     def _on_message(self, name: bytes, payload: bytes) -> None:
         raise NotImplementedError
@@ -57,12 +58,29 @@ class RedisLink(ShardLink):
         raise NotImplementedError
 
     def _link_subscribe(self, name: str) -> None:
-        """Subscribe one more channel on the live link (its confirmation readies it)."""
+        """Subscribe one more channel on the live link (its confirmation readies it).
+
+        The channels wanted in one loop turn go out as one SUBSCRIBE at its end: a storm of
+        streams opening costs one command per turn, not one per stream.
+        """
+        if not self._to_subscribe:
+            asyncio.get_running_loop().call_soon(self._send_subscribes)
+        self._to_subscribe.append(name)
+
+    def _send_subscribes(self) -> None:
+        names, self._to_subscribe = self._to_subscribe, []
+        names = [n for n in dict.fromkeys(names) if n in self._channels]
+        if not names:
+            return
         if self.sharded:
-            self._shard_subscribe(name)
+            for name in names:
+                self._shard_subscribe(name)
         elif self._conn is not None and self._connected.is_set():
-            self._channels[name].pending_subs += 1
-            self._conn.write(encode_command("SUBSCRIBE", pubsub_channel(self.prefix, name)))
+            for name in names:
+                self._channels[name].pending_subs += 1
+            self._conn.write(
+                encode_command("SUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names))
+            )
 
     def _link_unsubscribe(self, names: list[str]) -> None:
         if self.sharded:

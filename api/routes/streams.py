@@ -14,7 +14,7 @@ from api.state import AppState
 from api.stream_request import StreamRequest, openapi_parameters, parse_stream_request
 from api.tickets import issue_ticket
 from models import session_scope
-from services.access import Forbidden, NotFound, check_channel
+from services.access import Forbidden, NotFound, check_channel, own_channel
 from streams.envelope import InvalidEvent, StreamId, parse_id
 from streams.hub import HubUnavailable, TooManyStreams
 from streams.sse import HubEventSourceResponse
@@ -37,6 +37,8 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 async def authorize(state: AppState, user_id: str, channels: list[str]) -> None:
     """403/404 unless ``user_id`` may read every channel (grants are cached briefly)."""
     todo = [c for c in channels if not state.access.granted(user_id, c)]
+    # The user's own channel needs no database (nor a thread); refusals keep their order below.
+    todo = [c for c in todo if not _own(user_id, c)]
     if not todo:
         return
 
@@ -53,6 +55,13 @@ async def authorize(state: AppState, user_id: str, channels: list[str]) -> None:
         raise not_found(str(exc)) from exc
     for channel in todo:
         state.access.grant(user_id, channel)
+
+
+def _own(user_id: str, channel: str) -> bool:
+    try:
+        return own_channel(user_id, channel)
+    except (Forbidden, NotFound):
+        return False
 
 
 def _positions(channels: list[str], raw: str | None, multi: bool) -> dict[str, StreamId | None]:

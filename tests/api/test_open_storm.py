@@ -1,0 +1,136 @@
+"""Hundreds of users never seen before open their streams at once (a deploy, a network blip):
+every stream works, nothing published afterwards is lost, and the API process keeps only a
+few connections to Redis (the opens share their round trips)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import redis
+from sqlalchemy import select
+
+import streams
+from core.settings import get_settings
+from models import User, session_scope
+
+USERS = 400
+POOL_BOUND = 10  # command connections; before batching a storm like this took ~100
+
+
+class RawStream:
+    """One SSE connection on a bare socket (hundreds of them stay light in the test)."""
+
+    def __init__(self, port: int, user: str, token: str) -> None:
+        self.port, self.user, self.token = port, user, token
+        self.status = 0
+        self.body = b""
+        self.writer: asyncio.StreamWriter | None = None
+        self.opened = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(
+            b"GET /api/v1/stream/notifications HTTP/1.1\r\nHost: test\r\n"
+            b"Accept: text/event-stream\r\n"
+            b"Authorization: Bearer " + self.token.encode() + b"\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        self.status = int(head.split(b" ", 2)[1])
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await reader.read(65536):
+                self.body += chunk
+                if b"retry:" in self.body:
+                    self.opened.set()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    """How many times Redis ran ``command`` so far (INFO commandstats)."""
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+def _api_connections(client: redis.Redis, pid: int) -> int:
+    name = f"finrt-api:{pid}"
+    return sum(1 for c in client.client_list() if c.get("name") == name)
+
+
+async def test_a_storm_of_new_users_opens_every_stream_with_few_redis_connections(
+    start_api, token, redis_client
+):
+    server = start_api(max_streams_per_user="2", stream_lease_seconds="30")
+    port = int(server.url.rsplit(":", 1)[1])
+    run = uuid.uuid4().hex[:8]
+    users = [f"storm{run}n{i}" for i in range(USERS)]
+    conns = [RawStream(port, u, token(u)) for u in users]
+    peak = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, await asyncio.to_thread(_api_connections, redis_client, server.pid))
+            await asyncio.sleep(0.02)
+
+    subscribes0 = _calls(redis_client, "subscribe")
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.gather(*(c.open() for c in conns))
+        assert [c.status for c in conns] == [200] * USERS
+        await asyncio.wait_for(asyncio.gather(*(c.opened.wait() for c in conns)), 60)
+        done.set()
+        await watcher
+        peak = max(peak, _api_connections(redis_client, server.pid))
+        assert 0 < peak <= POOL_BOUND, f"{peak} Redis connections for {USERS} opens"
+        # One SUBSCRIBE per loop turn names every channel wanted in it, not one per stream.
+        subscribes = _calls(redis_client, "subscribe") - subscribes0
+        assert 0 < subscribes <= USERS // 8, f"{subscribes} SUBSCRIBEs for {USERS} channels"
+
+        # Every stream is live: an event published to each user's channel reaches it.
+        for u in users:
+            streams.publish(f"user:{u}", "price_tick", {"for": u})
+        deadline = asyncio.get_running_loop().time() + 30
+        while missing := [c for c in conns if f'"for":"{c.user}"'.encode() not in c.body]:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(missing)} got nothing"
+            await asyncio.sleep(0.1)
+        for c in conns:  # each stream got its own event only
+            assert c.body.count(b'"for":') == 1
+        # The users were created on first sight, in batches.
+        with session_scope(get_settings().database_url) as session:
+            found = set(session.scalars(select(User.id).where(User.id.in_(users))))
+        assert found == set(users)
+    finally:
+        done.set()
+        watcher.cancel()
+        for c in conns:
+            c.close()
+
+
+async def test_the_fleet_limit_holds_for_streams_of_one_user_opened_together(
+    start_api, token, user
+):
+    """Leases taken in one batch still count one by one: of 4 + 4 concurrent opens on two
+    processes (each would let 3 through), 3 in all open."""
+    servers = [start_api(max_streams_per_user="3", stream_lease_seconds="30") for _ in range(2)]
+    conns = [
+        RawStream(int(s.url.rsplit(":", 1)[1]), user, token(user))
+        for s in servers
+        for _ in range(4)
+    ]
+    try:
+        await asyncio.gather(*(c.open() for c in conns))
+        assert sorted(c.status for c in conns) == [200] * 3 + [429] * 5
+    finally:
+        for c in conns:
+            c.close()
