@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# The hardening suites' long versions (about 8 minutes); prints and keeps the figures table.
+# The hardening suites' long versions (about 12 minutes); prints and keeps the figures table.
 soak: $(STAMP)
 	FINRT_SOAK=1 $(BIN)/python -m pytest -m hardening $(PYTEST_ARGS)
 
