@@ -12,7 +12,7 @@ from limits import RateLimitItem, parse_many
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.notification_types import NOTIFICATION_TYPES
+from core.notification_types import NOTIFICATION_TYPES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The shortest JWT secret accepted: HS256's key size (PyJWT warns below it); compose says the same.

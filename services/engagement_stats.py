@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.notification_types import NOTIFICATION_TYPES
+from core.notification_types import NOTIFICATION_TYPES
 from models.notifications import Notification
 from services import engagement
 from streams.keys import engagement_key

@@ -16,8 +16,8 @@ from sqlalchemy import CursorResult, Executable, Result, delete, func, or_, sele
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.notification_types import NOTIFICATION_TYPES
 from core.settings import get_settings
-from domain.notification_types import NOTIFICATION_TYPES
 from models.notifications import PRIORITIES, Notification
 from models.outbox import enqueue
 from services import engagement

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.notification_types import BUILT_IN_CRITICAL_TYPES, NOTIFICATION_TYPES
 from core.settings import get_settings
-from domain.notification_types import BUILT_IN_CRITICAL_TYPES, NOTIFICATION_TYPES
 from models.notifications import NotificationPreference
 from models.outbox import enqueue
 from services.access import ensure_user

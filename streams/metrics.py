@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from domain.notification_types import NOTIFICATION_TYPES
+from core.notification_types import NOTIFICATION_TYPES
 from streams.channels import channel_kind
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import StateDep
 from api.http_metrics import HttpCollector
-from domain.notification_types import NOTIFICATION_TYPES
+from core.notification_types import NOTIFICATION_TYPES
 from models.outbox import count_refused
 from services import engagement
 from streams.keys import engagement_key

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
-from domain.notification_types import NOTIFICATION_TYPES
+from core.notification_types import NOTIFICATION_TYPES
 from models.notifications import PRIORITIES, Notification
 from services import notifications as inbox
 

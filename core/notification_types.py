@@ -1,5 +1,5 @@
-"""The notification types, in a module of their own so that settings can check names against
-them without importing the tables."""
+"""The notification types, in the foundation layer so that settings (and the metrics) can check
+names against them without importing the tables."""
 
 from __future__ import annotations
 
