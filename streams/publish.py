@@ -144,6 +144,10 @@ class _Base:
 
 
 def _redirected(reply: Any) -> bool:
+    """A MOVED or ASK reply: redis-py parses them into AskError/MovedError, whose text no
+    longer starts with the word (it is only "slot host:port")."""
+    if isinstance(reply, redis.exceptions.AskError):  # MovedError too
+        return True
     return isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED", "ASK"))
 
 
