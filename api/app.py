@@ -12,6 +12,9 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
@@ -52,6 +55,11 @@ log = logging.getLogger("finrt.api")
 
 # Most commands connections one API process keeps to a (non-cluster) Redis.
 REDIS_POOL_SIZE = 64
+# A pooled command connection that died without a word (a restarted Redis, a dropped NAT
+# entry) is replaced instead of failing a request: a call that meets the closed connection is
+# sent once more on a new one, and one idle this long is PINGed before its next use.
+REDIS_HEALTH_CHECK_SECONDS = 30
+REDIS_RETRY = {"retry": Retry(NoBackoff(), 1), "retry_on_error": [RedisConnectionError]}
 
 # Sent to every open stream when the process stops: reconnect soon (to another process).
 SHUTDOWN_RETRY_MS = 250
@@ -61,7 +69,11 @@ def build_state(settings: Settings) -> AppState:
     client: aioredis.Redis
     if is_cluster(settings.redis_url):
         client = async_client(
-            settings.redis_url, max_connections=200, socket_connect_timeout=3, socket_timeout=10
+            settings.redis_url,
+            max_connections=200,
+            socket_connect_timeout=3,
+            socket_timeout=10,
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
         )
     else:
         # A blocking pool: under a burst of stream opens, wait for a connection rather than fail.
@@ -74,6 +86,8 @@ def build_state(settings: Settings) -> AppState:
             timeout=10,
             socket_connect_timeout=3,
             socket_timeout=10,
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+            **REDIS_RETRY,
         )
         client = aioredis.Redis(connection_pool=pool)
     hub = Hub.from_settings(client, settings)

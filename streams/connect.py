@@ -80,7 +80,8 @@ def _cluster_options(options: dict[str, Any]) -> dict[str, Any]:
     kept = {
         k: v
         for k, v in options.items()
-        if k in ("socket_timeout", "socket_connect_timeout", "max_connections")
+        if k
+        in ("socket_timeout", "socket_connect_timeout", "max_connections", "health_check_interval")
     }
     return kept
 

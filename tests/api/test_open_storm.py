@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 
+import httpx
 import redis
 from sqlalchemy import select
 
@@ -134,3 +135,30 @@ async def test_the_fleet_limit_holds_for_streams_of_one_user_opened_together(
     finally:
         for c in conns:
             c.close()
+
+
+def test_command_connections_that_died_without_a_word_are_replaced(api, token, user) -> None:
+    """Redis drops the API process's pooled command connections (as a restart or a lost NAT
+    entry would; the process is told nothing): the next requests still work."""
+    headers = {"Authorization": f"Bearer {token(user)}"}
+    client = redis.Redis.from_url(get_settings().redis_url)
+    try:
+        assert httpx.post(
+            f"{api.url}/api/v1/stream/tickets", headers=headers, timeout=10
+        ).is_success
+        name = f"finrt-api:{api.pid}"
+        killed = [c["id"] for c in client.client_list() if c.get("name") == name]
+        assert killed, "the API process holds named command connections"
+        for ident in killed:
+            client.client_kill_filter(_id=ident)
+        for _ in range(3):
+            answer = httpx.post(f"{api.url}/api/v1/stream/tickets", headers=headers, timeout=10)
+            assert answer.status_code == 201, answer.text
+        for ident in [c["id"] for c in client.client_list() if c.get("name") == name]:
+            client.client_kill_filter(_id=ident)
+        # A stream's opening (history bounds, lease: pipelines) meets them too.
+        stream_url = f"{api.url}/api/v1/stream/notifications"
+        with httpx.stream("GET", stream_url, headers=headers, timeout=10) as stream:
+            assert stream.status_code == 200
+    finally:
+        client.close()
