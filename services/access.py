@@ -73,7 +73,9 @@ def ensure_users(session: Session, user_ids: list[str]) -> None:
     for start in range(0, len(wanted), 500):  # bounded IN lists
         chunk = wanted[start : start + 500]
         existing.update(session.scalars(select(User.id).where(User.id.in_(chunk))))
-    missing = [u for u in wanted if u not in existing]
+    # In one order everywhere: two processes inserting overlapping batches then queue on
+    # PostgreSQL instead of deadlocking.
+    missing = sorted(u for u in wanted if u not in existing)
     if not missing:
         return
     dialect = session.get_bind().dialect.name

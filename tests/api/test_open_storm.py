@@ -162,3 +162,29 @@ def test_command_connections_that_died_without_a_word_are_replaced(api, token, u
             assert stream.status_code == 200
     finally:
         client.close()
+
+
+async def test_the_same_new_users_opening_on_two_processes_at_once_all_get_their_streams(
+    start_api, token
+):
+    """Two processes create the same never-seen users in batches at the same moment (the
+    crowd reconnecting after a deploy, spread over the fleet): every stream opens, none waits
+    on the other process's batch (on PostgreSQL, batches in different orders would deadlock)."""
+    servers = [start_api(), start_api()]
+    run = uuid.uuid4().hex[:8]
+    users = [f"twin{run}n{i}" for i in range(150)]
+    conns = [
+        RawStream(int(s.url.rsplit(":", 1)[1]), u, token(u))
+        for s, order in zip(servers, (users, users[::-1]), strict=True)
+        for u in order
+    ]
+    try:
+        await asyncio.gather(*(c.open() for c in conns))
+        assert [c.status for c in conns] == [200] * len(conns)
+        await asyncio.wait_for(asyncio.gather(*(c.opened.wait() for c in conns)), 60)
+        with session_scope(get_settings().database_url) as session:
+            found = set(session.scalars(select(User.id).where(User.id.in_(users))))
+        assert found == set(users)
+    finally:
+        for c in conns:
+            c.close()
