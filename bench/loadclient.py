@@ -423,7 +423,7 @@ class Client:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.host: str = spec.get("host", "127.0.0.1")
         self.port: int = int(spec["port"])
-        self.path: str = spec.get("path", STREAM_PATH)
+        self.path: str = spec.get("path", STREAM_PATH)  # "{user}" becomes each stream's user
         self.secret: str = spec["secret"]
         self.pool = Pool()
         self.tokens: dict[str, str] = {}
@@ -433,7 +433,7 @@ class Client:
         if token is None:
             token = self.tokens[user] = make_token(self.secret, user)
         lines = [
-            f"GET {self.path} HTTP/1.1",
+            f"GET {self.path.replace('{user}', user)} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
             "Accept: text/event-stream",
             "Cache-Control: no-cache",

@@ -47,6 +47,7 @@ worker_rlimit_nofile 100000;
 events {{ worker_connections 60000; }}
 http {{
     access_log off;
+    keepalive_requests 10000000;
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
@@ -118,6 +119,8 @@ async def measure(
     bench: Bench, run: Callable[[int, Proc], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
     """``run(port, process)`` against a fresh Nchan, or ``{"skipped": why}``."""
+    if bench.args.no_nchan:
+        return {"skipped": "--no-nchan"}
     ok, why = await asyncio.to_thread(available)
     if not ok:
         return {"skipped": why}

@@ -5,6 +5,9 @@ Modes:
            (reads FINRT_REDIS_URL / FINRT_REDIS_PREFIX from the environment).
   raw      stand-in with the same wire effect: XADD the envelope to ``<prefix>:{<channel>}:h``
            and PUBLISH the envelope JSON on ``<prefix>:{<channel>}``.
+  nchan    ``POST /pub/<channel, ':' as '_'>`` to Nchan (bench/nchan.py) at ``nchan_port``, the
+           data as the message body, over kept-alive HTTP/1.1 connections (one per call in
+           flight).
 
 Protocol (JSON lines): emits ``hello`` once connected; while waiting for ``{"cmd": "go"}`` it
 publishes a warm-up probe (``seq = -1``) to every channel every 250 ms so the orchestrator can
@@ -57,6 +60,9 @@ async def _make_publish(spec: dict[str, Any]) -> tuple[PublishFn, Callable[[], A
 
         return pub_streams, close_streams
 
+    if mode == "nchan":
+        return _nchan_publish(int(spec["nchan_port"]))
+
     import redis.asyncio as aioredis
 
     prefix = spec["prefix"]
@@ -79,6 +85,48 @@ async def _make_publish(spec: dict[str, Any]) -> tuple[PublishFn, Callable[[], A
         await client.aclose()
 
     return pub_raw, close_raw
+
+
+def _nchan_publish(port: int) -> tuple[PublishFn, Callable[[], Awaitable[None]]]:
+    """Publishing to Nchan: a pool of kept-alive connections, one request at a time on each."""
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    head = f"Host: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+
+    async def pub_nchan(channel: str, data: dict[str, Any]) -> str:
+        body = orjson.dumps(data)
+        path = "/pub/" + channel.replace(":", "_")
+        request = (
+            f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        while True:
+            reused = bool(idle)
+            conn = idle.pop() if reused else await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = conn
+            try:
+                writer.write(request)
+                status_line = await reader.readuntil(b"\r\n")
+                length = 0
+                for line in (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+                if reused:  # nginx closed a kept-alive connection: once more on a new one
+                    continue
+                raise
+            break
+        idle.append(conn)
+        status = int(status_line.split(b" ", 2)[1])
+        if status not in (201, 202):
+            raise RuntimeError(f"Nchan answered {status}")
+        return str(status)
+
+    async def close_nchan() -> None:
+        for _, writer in idle:
+            writer.close()
+
+    return pub_nchan, close_nchan
 
 
 async def _run(spec: dict[str, Any]) -> None:

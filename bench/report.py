@@ -161,6 +161,57 @@ def _db_events_cell(res: dict[str, Any]) -> Cell:
     ]
 
 
+# The delivery rows with Nchan beside us: (scenario, what, figure, target).
+NCHAN_ROWS = (
+    ("fanout-10", "{subs:,} subs, 10 ev/s: p99", "p99", "as Nchan"),
+    ("fanout-100", "{subs:,} subs, 100 ev/s: p99", "p99", "<= 10 ms"),
+    ("fanout-max", "{subs:,} subs, max rate: dlv/s", "dlv", ">= Nchan"),
+    ("per-user", "{peruser_users:,} users x {peruser_events} ev: p99", "p99", "as Nchan"),
+)
+
+
+def _figure(res: dict[str, Any], what: str) -> float:
+    return _num(res.get("deliveries_per_s")) if what == "dlv" else _num(_lat(res).get("p99"))
+
+
+def _shown(res: dict[str, Any], what: str) -> str:
+    text = f"{rate(res.get('deliveries_per_s'))}/s" if what == "dlv" else ms(_lat(res).get("p99"))
+    if res.get("lost") or res.get("duplicates"):
+        text += f" (lost {res.get('lost')}, dup {res.get('duplicates')})"
+    if what == "dlv" and res.get("load_cpu_saturated"):
+        text = ">= " + text + " (client-bound)"
+    return text
+
+
+def nchan_table(doc: dict[str, Any]) -> str:
+    """Ours beside Nchan on the delivery rows (same clients, publisher rate and pinning); the
+    ratio is ours/Nchan, so above 1.0x means slower for latencies and faster for dlv/s."""
+    rows: list[list[Cell]] = []
+    notes: set[str] = set()
+    for name, label, what, target in NCHAN_ROWS:
+        row = doc["scenarios"].get(name) or {}
+        ours, peer = row.get("ours"), row.get("nchan")
+        if not ours or peer is None:
+            continue
+        bad = _failed(peer)
+        if bad is not None:
+            notes.add(f"Nchan not measured: {' '.join(bad[1:] or bad)}")
+        mine = _failed(ours)
+        rows.append(
+            [
+                [label.format(**doc["params"])],
+                mine[:1] if mine else [_shown(ours, what)],
+                ["not measured"] if bad else [_shown(peer, what)],
+                ["-"] if bad or mine else [ratio(_figure(ours, what), _figure(peer, what))],
+                [target],
+            ]
+        )
+    if not rows:
+        return ""
+    table = _table(["Beside Nchan (same harness)", "Ours", "Nchan", "Ours/Nchan", "Target"], rows)
+    return "\n".join([table, *sorted(notes)])
+
+
 def verdict(name: str, ours: dict[str, Any] | None, base: dict[str, Any] | None) -> Cell:
     if not ours or "error" in ours or "skipped" in ours:
         return ["-"]
@@ -357,6 +408,9 @@ def render(doc: dict[str, Any]) -> str:
         ["Scenario", "Ours", "Baseline (naive)", "Ours vs baseline", "Target", "Verdict"], rows
     )
     parts = [table] if rows else []
+    beside = nchan_table(doc)
+    if beside:
+        parts.append(beside)
     extra = storm.render(doc)
     if extra:
         parts.append(extra)

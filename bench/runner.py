@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from bench import report, storm
+from bench import nchan, report, storm
 from bench.clients import ClientGroup
 from bench.common import STREAM_PATH, cpu_seconds
 from bench.procs import (
@@ -65,6 +65,8 @@ SCENARIOS = (
     *storm.SCENARIOS,
 )
 BASELINE_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "capacity"}
+# Nchan (bench/nchan.py) beside us on the delivery rows, same harness, same pinning.
+NCHAN_SCENARIOS = {"fanout-100", "fanout-10", "fanout-max", "per-user"}
 RESULTS = Path(__file__).resolve().parent / "results"
 VENV_BIN = Path(PYTHON).parent
 
@@ -122,6 +124,12 @@ class Target:
         self.name = name
         self.port = 0
         self.proc: Proc | None = None
+        self._nchan_dir: Path | None = None
+
+    @property
+    def stream_path(self) -> str:
+        """The path a stream of ``{user}`` (channel ``user:{user}``) is read from."""
+        return "/sub/user_{user}" if self.name == "nchan" else STREAM_PATH
 
     def argv(self, port: int) -> list[str]:
         if self.name == "ours":
@@ -149,6 +157,9 @@ class Target:
     async def start(self) -> Proc:
         await self.stop()
         self.bench.flush_redis()
+        if self.name == "nchan":
+            self.proc, self.port, self._nchan_dir = await nchan.start(self.bench)
+            return self.proc
         self.port = free_port()
         self.proc = spawn(
             f"server-{self.name}",
@@ -166,6 +177,9 @@ class Target:
         if self.proc is not None:
             proc, self.proc = self.proc, None
             await asyncio.to_thread(proc.stop)
+        if self._nchan_dir is not None:
+            shutil.rmtree(self._nchan_dir, ignore_errors=True)
+            self._nchan_dir = None
 
 
 class Bench:
@@ -269,8 +283,8 @@ class Bench:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def client(self, name: str, port: int) -> ClientGroup:
-        spec = {"host": "127.0.0.1", "port": port, "path": STREAM_PATH, "secret": self.secret}
+    async def client(self, name: str, port: int, path: str = STREAM_PATH) -> ClientGroup:
+        spec = {"host": "127.0.0.1", "port": port, "path": path, "secret": self.secret}
         workers: list[Worker] = []
         try:
             for k in range(max(1, self.args.clients)):
@@ -293,7 +307,7 @@ class Bench:
 
     async def publisher(self, name: str, **spec: Any) -> Worker:
         full = {
-            "mode": self.pub_mode,
+            "mode": self.pub_mode,  # spec may name another (Nchan's)
             "redis_url": self.env["FINRT_REDIS_URL"],
             "prefix": self.env["FINRT_REDIS_PREFIX"],
             **spec,
@@ -329,7 +343,7 @@ class Bench:
         server = await target.start()
         client = pub = None
         try:
-            client = await self.client(f"{target.name}-{tag}", target.port)
+            client = await self.client(f"{target.name}-{tag}", target.port, target.stream_path)
             opened = await client.open(
                 {
                     "cmd": "open",
@@ -352,6 +366,7 @@ class Bench:
                 warmup=True,
                 ids="first",
                 **({"type": event_type} if event_type else {}),
+                **({"mode": "nchan", "nchan_port": target.port} if target.name == "nchan" else {}),
             )
             warm = await client.wait_warm(30)
             await client.reset()
@@ -468,7 +483,7 @@ class Bench:
         )
 
     async def s_per_user(self, target: Target) -> dict[str, Any]:
-        if target.name != "ours":
+        if target.name == "baseline":
             raise Skip("not measured for the baseline")
         p = self.p
         users = [f"u{i}" for i in range(p.peruser_users)]
@@ -775,6 +790,11 @@ class Bench:
             targets.append(Target(self, "ours"))
         if self.args.target in ("both", "baseline"):
             targets.append(Target(self, "baseline"))
+        nchan_note = ""
+        if self.args.target in ("both", "ours") and not self.args.no_nchan:
+            ok, nchan_note = await asyncio.to_thread(nchan.available)
+            if ok:
+                targets.append(Target(self, "nchan"))
         fns: dict[str, Callable[[Target], Awaitable[dict[str, Any]]]] = {
             "fanout-100": self.s_fanout_100,
             "fanout-100-notify": self.s_fanout_100_notify,
@@ -793,8 +813,12 @@ class Bench:
                 continue
             row: dict[str, Any] = {}
             self.results[name] = row
+            if nchan_note and name in NCHAN_SCENARIOS:
+                row["nchan"] = {"skipped": nchan_note}
             for target in targets:
                 if target.name == "baseline" and name not in BASELINE_SCENARIOS:
+                    continue
+                if target.name == "nchan" and name not in NCHAN_SCENARIOS:
                     continue
                 if (
                     target.name == "baseline"
@@ -920,6 +944,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("both", "ours", "baseline"),
         default="both",
         help="which servers to measure (default both)",
+    )
+    ap.add_argument(
+        "--no-nchan",
+        action="store_true",
+        help="do not measure Nchan beside us on the delivery rows (it is measured with "
+        "--target both or ours when nginx + libnginx-mod-nchan are installed or installable)",
     )
     ap.add_argument(
         "--publisher",
