@@ -8,6 +8,7 @@ figures (aggregate them with ``max``, not ``sum``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Iterator
 
@@ -146,6 +147,11 @@ class LoopCollector(Collector):
             "finrt_event_loop_tasks",
             "asyncio tasks alive in this process's event loop.",
             value=len(asyncio.all_tasks()),
+        )
+        yield GaugeMetricFamily(
+            "finrt_gc_frozen_objects",
+            "Objects of the process's start-up heap that the garbage collector no longer walks.",
+            value=gc.get_freeze_count(),
         )
 
 
