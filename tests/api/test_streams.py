@@ -233,3 +233,22 @@ async def test_history_follows_the_stream_access_rules(api, token, user, path):
     async with httpx.AsyncClient(base_url=api.url) as client:
         r = await client.get(path, headers={"Authorization": f"Bearer {token(user)}"})
     assert r.status_code in (403, 404)
+
+
+async def test_every_stream_has_the_sse_headers_and_a_request_id_of_its_own(api, token, user):
+    """The headers are made once and copied per stream: one stream's additions (its request id)
+    never show on another's."""
+    url = f"{api.url}/api/v1/stream/notifications"
+    async with (
+        sse(url, token(user)) as one,
+        sse(url, token(user)) as two,
+        sse(url, token(user)) as three,
+    ):
+        streams_ = (one, two, three)
+        ids = [s.response.headers.get_list("x-request-id") for s in streams_]
+        assert all(len(i) == 1 for i in ids), ids
+        assert len({i[0] for i in ids}) == 3
+        for s in streams_:
+            assert s.response.headers["content-type"].startswith("text/event-stream")
+            assert s.response.headers["cache-control"] == "no-cache"
+            assert s.response.headers["x-accel-buffering"] == "no"
