@@ -68,12 +68,12 @@ NEW_AND_MOVED = (
 
 
 def _static(rows: str) -> str:
-    return SUMMARIES.format(rows=rows, woken="INTO woken") + ";"
+    return SUMMARIES.format(rows=rows, woken="INTO woken").strip() + ";"
 
 
 def _dynamic(rows: str) -> str:
     """The same as a string literal for EXECUTE (finrt_moved exists only now and then)."""
-    sql = SUMMARIES.format(rows=rows, woken="")
+    sql = SUMMARIES.format(rows=rows, woken="").strip()
     return "EXECUTE " + "'" + sql.replace("'", "''") + "' INTO woken;"
 
 
