@@ -3,12 +3,15 @@ outside the application is published.
 
 Run by ``python -m bench --only db-events`` (needs FINRT_BENCH_DATABASE_URL naming PostgreSQL),
 in a process of its own (``python -m bench.db_events``, JSON on stdout) because it sets the
-FINRT_ environment its relay and publisher read. In a schema of its own: inserts and updates of
-financial rows by a plain psycopg connection (as another service would), one statement per batch
-of 500 rows, with the triggers enabled and disabled, the same run (five alternating rounds, best
-of each); then single-row UPDATEs committed one at a time, each timed from its commit until an
-SSE client of a real ``finrt api`` process has its event (and until it is in the channel's Redis
-history), with the relay running in this process.
+FINRT_ environment its relay and publisher read. In two schemas of its own, both migrated, one
+with the triggers and one with the financial rows' triggers dropped: inserts and updates of
+financial rows by a plain psycopg connection per schema (as another service would), one
+statement per batch of 500 rows, each committed, the two schemas' statements in turn (the side
+that goes first alternates); each round's slowdown compares the two sides' times in it, and
+the figure is the median over the rounds (with the spread). Then single-row UPDATEs committed
+one at a time, each timed from its commit until an SSE client of a real ``finrt api`` process
+has its event (and until it is in the channel's Redis history), with the relay running in this
+process.
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ import httpx
 ROWS = int(os.environ.get("FINRT_BENCH_DB_ROWS", "20000"))
 BATCH = 500
 LATENCY_SAMPLES = int(os.environ.get("FINRT_BENCH_DB_SAMPLES", "200"))
-ROUNDS = 5
+ROUNDS = int(os.environ.get("FINRT_BENCH_DB_ROUNDS", "20"))
+
+INSERT = (
+    "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount, "
+    "currency) SELECT %s, p, '2026-' || lpad((1 + p %% 12)::text, 2, '0'), 'income', "
+    "'revenue', '1.00', 'USD' FROM unnest(%s::int[]) AS p"
+)
+UPDATE = (
+    "UPDATE financial_rows SET amount = %s WHERE file_id = %s AND position >= %s AND position < %s"
+)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -48,13 +60,19 @@ def main() -> int:
     import redis
     import sqlalchemy as sa
 
-    schema = f"finrt_bench_{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    schemas = {"with": f"finrt_bench_{tag}", "without": f"finrt_bench_{tag}_plain"}
     engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    with engine.begin() as admin:
+        for schema in schemas.values():
+            admin.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
     sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    urls = {
+        side: f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+        for side, schema in schemas.items()
+    }
+    url = urls["with"]
     os.environ.update(
         FINRT_DATABASE_URL=url,
         FINRT_REDIS_PREFIX=f"bench-db-{uuid.uuid4().hex[:6]}",
@@ -64,43 +82,43 @@ def main() -> int:
     from models.migrate import upgrade
     from workers.relay import Relay, psycopg_dsn
 
+    conns: dict[str, Any] = {}
+    file_ids: dict[str, int] = {}
     try:
-        upgrade(url)
-        with psycopg.connect(psycopg_dsn(url)) as conn:
+        for side, side_url in urls.items():
+            upgrade(side_url)
+            conn = psycopg.connect(psycopg_dsn(side_url))
+            conns[side] = conn
+            if side == "without":  # the same tables, no database-events triggers on them
+                names = conn.execute(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'financial_rows'::regclass "
+                    "AND NOT tgisinternal"
+                ).fetchall()
+                for (name,) in names:
+                    conn.execute(f'DROP TRIGGER "{name}" ON financial_rows')
             conn.execute("INSERT INTO users (id, created_at) VALUES ('bench', now())")
-            file_id = _one(
+            file_ids[side] = _one(
                 conn,
                 "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, "
                 "created_at, updated_at) VALUES ('bench', 'b.csv', 'queued', 0, 0, 0, now(), "
                 "now()) RETURNING id",
             )
             conn.commit()
-            result: dict[str, Any] = {"rows": ROWS, "batch": BATCH, "rounds": ROUNDS}
-            best: dict[str, float] = {}
-            # Alternating rounds, best of each: warm-up and a busy neighbour hit both sides.
-            for _ in range(ROUNDS):
-                for label, enabled in (("without", False), ("with", True)):
-                    toggle = "ENABLE" if enabled else "DISABLE"
-                    conn.execute(f"ALTER TABLE financial_rows {toggle} TRIGGER USER")
-                    conn.execute("DELETE FROM financial_rows")
-                    conn.commit()
-                    for kind, run in (("insert", _inserts), ("update", _updates)):
-                        name = f"{kind}_rows_s_{label}"
-                        best[name] = max(best.get(name, 0.0), run(conn, file_id))
-            result.update(best)
-            conn.execute("ALTER TABLE financial_rows ENABLE TRIGGER USER")
-            conn.execute("DELETE FROM outbox")
-            conn.commit()
-            for kind in ("insert", "update"):
-                ratio = result[f"{kind}_rows_s_with"] / result[f"{kind}_rows_s_without"]
-                result[f"{kind}_slowdown_pct"] = round((1 - ratio) * 100, 1)
-            result.update(_latency(conn, file_id, Relay, get_settings(), redis))
+        result: dict[str, Any] = {"rows": ROWS, "batch": BATCH, "rounds": ROUNDS}
+        result.update(_throughput(conns, file_ids))
+        live = conns["with"]
+        live.execute("DELETE FROM outbox")
+        live.commit()
+        result.update(_latency(live, file_ids["with"], Relay, get_settings(), redis))
         print(json.dumps(result))
         return 0
     finally:
+        for side_conn in conns.values():
+            side_conn.close()
         engine = sa.create_engine(base)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        with engine.begin() as admin:
+            for schema in schemas.values():
+                admin.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 
 
@@ -109,30 +127,72 @@ def _one(conn: Any, sql: str, *args: Any) -> int:
     return int(row[0])
 
 
-def _inserts(conn: Any, file_id: int) -> float:
-    """One multi-row INSERT per batch, as an import would send them."""
-    sql = (
-        "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount, "
-        "currency) SELECT %s, p, '2026-' || lpad((1 + p %% 12)::text, 2, '0'), 'income', "
-        "'revenue', '1.00', 'USD' FROM unnest(%s::int[]) AS p"
-    )
-    started = time.perf_counter()
-    for first in range(0, ROWS, BATCH):
-        conn.execute(sql, (file_id, list(range(first, first + BATCH))))
-        conn.commit()
-    return round(ROWS / (time.perf_counter() - started))
-
-
-def _updates(conn: Any, file_id: int) -> float:
-    started = time.perf_counter()
-    for first in range(0, ROWS, BATCH):
-        conn.execute(
-            "UPDATE financial_rows SET amount = '2.00' WHERE file_id = %s "
-            "AND position >= %s AND position < %s",
-            (file_id, first, first + BATCH),
+def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, Any]:
+    """Inserts and then updates of ``ROWS`` rows, one statement per ``BATCH`` rows, each
+    committed, by a plain psycopg connection per side (as another service would): into a
+    schema with the triggers and into one without them, statement by statement in turn (the
+    side that goes first alternates), so a busy neighbour slows both alike. A round is one
+    pass of each kind; its slowdown compares the two sides' times in it. One round first
+    unmeasured (plans, caches). Both sides' financial rows start each round empty (TRUNCATE:
+    no dead rows, no vacuum in the middle)."""
+    pids = {side: _one(conn, "SELECT pg_backend_pid()") for side, conn in conns.items()}
+    slow: dict[str, list[float]] = {"insert": [], "update": []}
+    cpu: dict[str, list[float]] = {"insert": [], "update": []}
+    total = {(kind, side): 0.0 for kind in slow for side in conns}
+    for round_no in range(-1, ROUNDS):
+        for conn in conns.values():
+            conn.execute("TRUNCATE financial_rows, outbox")
+            conn.commit()
+        for kind in ("insert", "update"):
+            wall = dict.fromkeys(conns, 0.0)
+            used = {side: _cpu_ns(pid) for side, pid in pids.items()}
+            for n, first in enumerate(range(0, ROWS, BATCH)):
+                sides = ["with", "without"] if (n + round_no) % 2 == 0 else ["without", "with"]
+                for side in sides:
+                    conn, file_id = conns[side], file_ids[side]
+                    started = time.perf_counter()
+                    if kind == "insert":
+                        conn.execute(INSERT, (file_id, list(range(first, first + BATCH))))
+                    else:
+                        args = (f"{round_no + 2}.00", file_id, first, first + BATCH)
+                        conn.execute(UPDATE, args)
+                    conn.commit()
+                    wall[side] += time.perf_counter() - started
+            if round_no < 0:
+                continue
+            slow[kind].append((1 - wall["without"] / wall["with"]) * 100)
+            spent = {side: _cpu_ns(pid) - used[side] for side, pid in pids.items()}
+            if all(spent.values()):  # zero: no /proc of the server's processes here
+                cpu[kind].append((spent["with"] / spent["without"] - 1) * 100)
+            for side in conns:
+                total[kind, side] += wall[side]
+    result: dict[str, Any] = {"pairing": "statement by statement, first side alternating"}
+    for kind, values in slow.items():
+        for side in conns:
+            result[f"{kind}_rows_s_{side}"] = round(ROWS * ROUNDS / total[kind, side])
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        result.update(
+            {
+                f"{kind}_slowdown_pct": round(statistics.median(values), 1),
+                f"{kind}_slowdown_min_pct": round(min(values), 1),
+                f"{kind}_slowdown_q1_pct": round(q[0], 1),
+                f"{kind}_slowdown_q3_pct": round(q[2], 1),
+                f"{kind}_slowdown_max_pct": round(max(values), 1),
+                f"{kind}_slowdown_rounds": [round(v, 1) for v in values],
+            }
         )
-        conn.commit()
-    return round(ROWS / (time.perf_counter() - started))
+        if len(cpu[kind]) == len(values):
+            result[f"{kind}_backend_cpu_extra_pct"] = round(statistics.median(cpu[kind]), 1)
+    return result
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of a server process so far, in ns (PostgreSQL on this machine, Linux), else 0."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any) -> dict[str, Any]:

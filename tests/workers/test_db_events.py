@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -212,6 +213,94 @@ def test_a_100000_row_statement_gives_one_event_per_file_and_statement(
     for event in events:
         assert event["data"]["rows"] == 50000, event
         assert event["data"]["periods_total"] == 6, event  # each statement: every other month
+
+
+def test_each_statement_writes_one_summary_per_file_and_statement_and_wakes_each_file_once(
+    user: str,
+) -> None:
+    """The outbox rows and notifications themselves (no relay): order, payload text, periods
+    capped at 100 with their total, the old places of moved rows, two statements in one
+    transaction, deletes; nothing for a statement that changed no row."""
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        a, b, c = (_outside_file(conn, user, f"{name}.csv") for name in "abc")
+        conn.commit()
+        conn.execute("LISTEN finrt_outbox")
+        conn.commit()
+        start = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+        assert start is not None
+        # 300 rows over two files and three statements, 130 periods in all.
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) SELECT CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, g,"
+            " (2000 + g %% 130)::text || '-01', (ARRAY['income', 'balance', 'cash'])[1 + g %% 3],"
+            " 'item', '1.00', 'USD' FROM generate_series(0, 299) AS g",
+            (a, b),
+        )
+        conn.commit()
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) SELECT %s, 1000 + g, (1800 + g)::text || '-01', 'income', 'item',"
+            " '1.00', 'USD' FROM generate_series(0, 149) AS g",
+            (c,),
+        )
+        conn.commit()
+        conn.execute(
+            "UPDATE financial_rows SET amount = '2.00' WHERE file_id = %s AND position < 12", (a,)
+        )
+        conn.execute(
+            "UPDATE financial_rows SET file_id = %s, period = '2100-01' WHERE file_id = %s"
+            " AND statement = 'cash' AND position < 20",
+            (c, b),
+        )
+        conn.commit()
+        conn.execute("UPDATE financial_rows SET amount = '3.00' WHERE file_id = %s", (-1,))
+        conn.execute("DELETE FROM financial_rows WHERE file_id = %s AND position >= 1140", (c,))
+        conn.commit()
+        rows = conn.execute(
+            "SELECT channel, type, data, key, attempts, length(token) FROM outbox WHERE id > %s"
+            " ORDER BY id",
+            (start[0],),
+        ).fetchall()
+        notes = [n.payload for n in conn.notifies(timeout=1, stop_after=100)]
+    for channel, kind, _, key, attempts, token in rows:
+        assert (kind, key, attempts, token) == (FINANCIAL, None, 0, 32), rows
+        assert channel.startswith("file:"), rows
+    data = [json.loads(r[2]) for r in rows]
+    for d in data:
+        assert d.pop("updated_at").endswith("Z") and d.pop("source") == "database", d
+
+    # Insert: file a has the even positions, so periods 2000 + even; file b the odd ones.
+    expected = [
+        (a, "balance", 50, sorted(f"{2000 + g % 130}-01" for g in range(0, 300, 2) if g % 3 == 1)),
+        (a, "cash", 50, sorted(f"{2000 + g % 130}-01" for g in range(0, 300, 2) if g % 3 == 2)),
+        (a, "income", 50, sorted(f"{2000 + g % 130}-01" for g in range(0, 300, 2) if g % 3 == 0)),
+        (b, "balance", 50, sorted(f"{2000 + g % 130}-01" for g in range(1, 300, 2) if g % 3 == 1)),
+        (b, "cash", 50, sorted(f"{2000 + g % 130}-01" for g in range(1, 300, 2) if g % 3 == 2)),
+        (b, "income", 50, sorted(f"{2000 + g % 130}-01" for g in range(1, 300, 2) if g % 3 == 0)),
+    ]
+    got = [(d["file_id"], d["statement_id"], d["rows"], d["periods"]) for d in data]
+    for i, (f, st, n, ps) in enumerate(expected):
+        assert got[i] == (f, st, n, sorted(set(ps))[:100]), (i, got[i])
+        assert data[i]["periods_total"] == len(set(ps)), data[i]
+    # 150 periods at file c: the first 100 listed, the total given.
+    assert got[6][:3] == (c, "income", 150) and data[6]["periods_total"] == 150, data[6]
+    assert got[6][3] == [f"{1800 + g}-01" for g in range(100)], got[6]
+    # The plain update of file a's first 12 positions (even ones only are a's: 6 rows).
+    moved_from = sorted({f"{2000 + g % 130}-01" for g in range(1, 20, 2) if g % 3 == 2})
+    assert [(g[0], g[1], g[2]) for g in got[7:10]] == [
+        (a, "balance", 2),
+        (a, "cash", 2),
+        (a, "income", 2),
+    ], got[7:10]
+    # The rows that moved from b to c: their old places at b, their new one at c.
+    assert got[10] == (b, "cash", len(moved_from), moved_from), got[10]
+    assert got[11] == (c, "cash", len(moved_from), ["2100-01"]), got[11]
+    # The update that matched nothing says nothing; the delete of file c's last 10 rows.
+    assert got[12] == (c, "income", 10, [f"{1800 + g}-01" for g in range(140, 150)]), got[12]
+    assert len(got) == 13, got
+    # One wake-up per file and transaction, in file order (PostgreSQL drops repeats).
+    assert notes == [json.dumps({"recalc": f}).replace(":", " :") for f in (a, b, c, a, b, c, c)]
 
 
 def _outside_file(conn: psycopg.Connection[Any], owner: str, name: str) -> int:
