@@ -434,3 +434,55 @@ async def test_a_change_made_while_no_relay_runs_is_published_and_recalculated_a
     assert seen[0].event == "financial_data_update", seen
     revenue = [e.envelope["data"] for e in seen if e.event == "metric_update"]
     assert any(m["name"] == "revenue" and m["value"].startswith("3000") for m in revenue), revenue
+
+
+def test_forty_outside_writers_at_once_each_get_their_own_summaries(user: str) -> None:
+    """Forty plain connections commit at the same moment, each updating its own rows of the same
+    two files (in opposite orders): nobody waits on another's trigger work, nothing fails, and
+    each statement leaves exactly its own summary."""
+    writers, per = 40, 5
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        a, b = (_outside_file(conn, user, f"{name}.csv") for name in "ab")
+        for file_id in (a, b):
+            conn.execute(
+                "INSERT INTO financial_rows (file_id, position, period, statement, line_item,"
+                " amount, currency) SELECT %s, g, '2026-01', 'income', 'item', '1.00', 'USD'"
+                " FROM generate_series(0, %s) AS g",
+                (file_id, writers * per - 1),
+            )
+        conn.commit()
+        start = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+        assert start is not None
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            with outside() as own:
+                barrier.wait(30)
+                for file_id in (a, b) if k % 2 else (b, a):
+                    own.execute(
+                        "UPDATE financial_rows SET amount = %s WHERE file_id = %s"
+                        " AND position >= %s AND position < %s",
+                        (f"{k}.00", file_id, k * per, (k + 1) * per),
+                    )
+                own.commit()
+        except BaseException as exc:  # collected: the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    with outside() as conn:
+        rows = conn.execute(
+            "SELECT channel, data FROM outbox WHERE id > %s AND type = %s",
+            (start[0], FINANCIAL),
+        ).fetchall()
+    by_file: dict[str, list[int]] = {}
+    for channel, data in rows:
+        by_file.setdefault(channel, []).append(json.loads(data)["rows"])
+    assert by_file == {f"file:{a}": [per] * writers, f"file:{b}": [per] * writers}
