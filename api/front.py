@@ -46,6 +46,7 @@ class StreamFrontDoor:
                 parsed = parse_stream_request(scope)
                 assert parsed is not None
                 response = await open_stream(self.app.state.finrt, parsed)
+                del parsed  # not held for the stream's lifetime by this frame
             except HTTPException as exc:
                 response = JSONResponse(
                     {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers

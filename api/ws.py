@@ -7,8 +7,6 @@ A bad token closes with 4001; a bad frame gets an error and the socket stays ope
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import orjson
@@ -130,12 +128,7 @@ async def websocket_route(ws: WebSocket) -> None:
     sub.live = True
     session = WebSocketSession(state, ws, sub)
 
-    def expire() -> None:
-        frame = hub.control_frame(sub, "auth_expired", {"reason": "token expired"})
-        sub.close("auth_expired", frame)
-
-    delay = max(0.0, principal.expires_at - time.time())
-    sub.expire_handle = asyncio.get_running_loop().call_later(delay, expire)
+    hub.expiries.add(sub, principal.expires_at)
     try:
         while True:
             message = await ws.receive()

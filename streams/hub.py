@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from streams._pubsub import SubscriberProtocol
 from streams.delivery_counts import DeliveryCounter
 from streams.envelope import Event, StreamId, control_envelope, format_id
+from streams.expiry import Expiries
 from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub
 from streams.leases import StreamLeases
@@ -133,6 +134,8 @@ class Hub(RedisLink):
             else None
         )
         self._leased: dict[Subscriber, str] = {}
+        self.expiries = Expiries(self._expire)
+        self._finished = self._on_finish
         self.stats = Stats()
         self.lag = DeliveryLag()
         self._channels: dict[str, _Channel] = {}
@@ -189,6 +192,7 @@ class Hub(RedisLink):
         for sub in list(self._subscribers):
             final = None if retry_ms is None else sub.transport.farewell(retry_ms)
             sub.close("shutdown", final)
+        self.expiries.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -223,7 +227,7 @@ class Hub(RedisLink):
                 f"at most {self.max_streams_per_user} open streams per user on this server"
             )
         sub = Subscriber(user_id, channels, transport, self.client_buffer)
-        sub.on_finish = self._on_finish
+        sub.on_finish = self._finished  # one bound method for all, not one per stream
         self._per_user[user_id] += 1
         self._subscribers.add(sub)
         return sub
@@ -308,8 +312,14 @@ class Hub(RedisLink):
                 del self._per_user[sub.user_id]
         self.leave(sub)
         self._dirty.discard(sub)
-        if sub.expire_handle is not None:
-            sub.expire_handle.cancel()
+        self.expiries.discard(sub)
+
+    def _expire(self, sub: Subscriber) -> None:
+        """``sub``'s token expired (streams/expiry.py): it is told so and closed."""
+        if not sub.finished:
+            sub.close(
+                "auth_expired", self.control_frame(sub, "auth_expired", {"reason": "token expired"})
+            )
 
     def _on_finish(self, sub: Subscriber, reason: str) -> None:
         if reason == "slow":

@@ -14,8 +14,6 @@ uses none of them. The headers are the parent's, made once and copied.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -69,9 +67,10 @@ class HubEventSourceResponse(EventSourceResponse):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             sub.send = send
             await hub.catch_up(sub, self.plans, announce=self.announce)
+            # Sent and done with: not kept for the hours the stream may last.
+            del self.raw_headers, self.plans
             if self.expires_at is not None:
-                delay = max(0.0, self.expires_at - time.time())
-                sub.expire_handle = asyncio.get_running_loop().call_later(delay, self._expire)
+                hub.expiries.add(sub, self.expires_at)
             while True:
                 message: dict[str, Any] = dict(await receive())
                 if message["type"] == "http.disconnect":
@@ -80,10 +79,3 @@ class HubEventSourceResponse(EventSourceResponse):
             hub.release(sub)
             if self.on_close is not None:
                 self.on_close()
-
-    def _expire(self) -> None:
-        sub = self.sub
-        sub.close(
-            "auth_expired",
-            self.hub.control_frame(sub, "auth_expired", {"reason": "token expired"}),
-        )

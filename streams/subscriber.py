@@ -32,7 +32,7 @@ class Subscriber:
         "_task",
         "closing",
         "draining",
-        "expire_handle",
+        "expires_at",
         "finished",
         "held",
         "limit",
@@ -60,7 +60,7 @@ class Subscriber:
         self.closing: str | None = None
         self.finished = False
         self.send: Send | None = None
-        self.expire_handle: Any = None
+        self.expires_at: float | None = None  # when its token expires (streams/expiry.py)
         self.on_finish: Callable[[Subscriber, str], None] | None = None
         self._task: Any = None
 
@@ -125,8 +125,6 @@ class Subscriber:
             self.pending = []
         if final is not None:
             self.pending.append(final)
-        if self.expire_handle is not None:
-            self.expire_handle.cancel()
         self.flush()
 
     # -- writing -------------------------------------------------------------------------
@@ -174,7 +172,5 @@ class Subscriber:
             return
         self.finished = True
         self.pending = []
-        if self.expire_handle is not None:
-            self.expire_handle.cancel()
         if self.on_finish is not None:
             self.on_finish(self, "gone" if error is not None else (self.closing or "closed"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -131,6 +132,17 @@ async def test_websocket_bad_token_closes_4001(api):
     async with websockets.connect(_ws_url(api, access_token="garbage")) as ws:
         with pytest.raises(websockets.ConnectionClosed) as info:
             await ws.recv()
+    assert info.value.rcvd.code == 4001
+
+
+async def test_websocket_closes_4001_with_auth_expired_when_the_token_expires(api, token, user):
+    async with websockets.connect(_ws_url(api, access_token=token(user, ttl=2))) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel": f"user:{user}"}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                last = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert last["type"] == "auth_expired"
     assert info.value.rcvd.code == 4001
 
 

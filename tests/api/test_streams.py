@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -188,6 +189,39 @@ async def test_stream_ends_with_auth_expired_when_the_token_expires(api, token, 
     events = [f for f in frames if not isinstance(f, str)]
     assert events and events[-1].event == "auth_expired"
     assert events[-1].envelope["type"] == "auth_expired"
+
+
+async def test_streams_end_each_at_their_own_token_expiry_and_the_others_stay_open(
+    api, token, user
+):
+    """One timer serves every stream's expiry (streams/expiry.py): each still ends at its own
+    time, one closed earlier is simply gone, and a stream of a long-lived token stays open."""
+    url = f"{api.url}/api/v1/stream/notifications"
+    other_user = f"{user}-b"
+    ended: list[str] = []
+    at: dict[str, float] = {}
+
+    async def watch(name: str, tok: str) -> None:
+        async with sse(url, tok) as stream:
+            frames = await stream.until_closed(timeout=15)
+        events = [f for f in frames if not isinstance(f, str)]
+        assert events and events[-1].event == "auth_expired", name
+        ended.append(name)
+        at[name] = time.monotonic()
+
+    async with sse(url, token(other_user, ttl=3)):  # same expiry as "first", closed before it
+        pass
+    async with sse(url, token(other_user)) as lasting:
+        await asyncio.gather(
+            watch("second", token(user, ttl=5)),
+            watch("first", token(user, ttl=3)),
+            watch("also first", token(other_user, ttl=3)),
+        )
+        assert ended[-1] == "second" and set(ended[:2]) == {"first", "also first"}
+        assert at["second"] - at["first"] > 1.0  # 2 s apart, not all at the first expiry
+        assert await lasting.next_frame(timeout=5) == ": ping"  # still open
+        event_id = streams.publish(f"user:{other_user}", "job_progress", {"n": 1})
+        assert (await lasting.next_event()).id == event_id
 
 
 async def test_history_endpoint_and_publish_scope(api, token, user):
