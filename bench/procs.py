@@ -30,6 +30,11 @@ from bench.common import cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# How the baseline and the floor run uvicorn: as our API does (uvloop, httptools, a long backlog).
+UVICORN_FLAGS = (
+    "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+    "--backlog", "4096", "--log-level", "warning",
+)  # fmt: skip
 NOFILE = 200_000
 
 SERVER_CPU = 0

@@ -33,6 +33,7 @@ from bench.procs import (
     REGISTRY,
     REPO,
     SERVER_CPU,
+    UVICORN_FLAGS,
     Pinning,
     Proc,
     Worker,
@@ -143,15 +144,7 @@ class Target:
             "127.0.0.1",
             "--port",
             str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--backlog",
-            "4096",
-            "--log-level",
-            "warning",
+            *UVICORN_FLAGS,
         ]
 
     async def start(self) -> Proc:

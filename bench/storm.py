@@ -24,8 +24,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench import nchan
-from bench.common import STREAM_PATH
-from bench.procs import LOAD_CPU, SERVER_CPU, Proc, Worker, rss_kb, spawn, wait_http_ok
+from bench.common import STREAM_PATH, cpu_seconds
+from bench.procs import (
+    LOAD_CPU,
+    PYTHON,
+    SERVER_CPU,
+    UVICORN_FLAGS,
+    Proc,
+    Worker,
+    free_port,
+    rss_kb,
+    spawn,
+    wait_http_ok,
+)
 from bench.profiling import py_spy
 
 if TYPE_CHECKING:
@@ -112,6 +123,7 @@ async def _measure_open(
             raise RuntimeError(f"first stream failed: {first['errors']}")
         await asyncio.sleep(1.0)
         rss0 = rss_kb(server.pid)
+        cpu0 = cpu_seconds(server.pid) or 0.0
         profile: dict[str, Any] = {}
         want = bench.args.py_spy is not None and tag == "ours"
         async with py_spy(want, server, f"ours-{name}", pinning=bench.pinning,
@@ -120,6 +132,7 @@ async def _measure_open(
                 {"cmd": "open", "users": users, "concurrency": p.concurrency, "timeout": 120},
                 timeout=600,
             )
+        cpu1 = cpu_seconds(server.pid) or 0.0
         await asyncio.sleep(1.0)
         rss1 = rss_kb(server.pid)
         ok = opened["ok"]
@@ -128,6 +141,7 @@ async def _measure_open(
             "opened_ok": ok,
             "errors": opened["errors"],
             "open_all_s": round(opened["elapsed_s"], 3),
+            "server_cpu_s": round(cpu1 - cpu0, 3),
             "rss_before_kb": rss0,
             "rss_after_kb": rss1,
             "rss_per_conn_kb": round((rss1 - rss0) / ok, 2) if ok else math.nan,
@@ -156,7 +170,26 @@ async def _users(bench: Bench, target: Target, p: StormParams, *, known: bool) -
             bench, proc, port, users, "/sub/user_{user}", p, "nchan", _name(known)
         ),
     )
+    res["floor"] = await _floor(bench, users, p, _name(known))
     return res
+
+
+async def _floor(bench: Bench, users: list[str], p: StormParams, name: str) -> dict[str, Any]:
+    """The same opens against bench/floor_app.py: uvicorn and PyJWT with nothing of ours."""
+    port = free_port()
+    argv = [PYTHON, "-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
+            "--port", str(port), *UVICORN_FLAGS]  # fmt: skip
+    server = spawn(
+        f"server-floor-{name}", argv, env=bench.env, cpu=SERVER_CPU,
+        pinning=bench.pinning, log_dir=bench.log_dir,
+    )  # fmt: skip
+    try:
+        await wait_http_ok(port, "/healthz", server, timeout=60)
+        return await _measure_open(bench, server, port, users, STREAM_PATH, p, "floor", name)
+    except Exception as exc:  # a peer's failure is its row's note, not the end of the run
+        return {"skipped": f"uvicorn floor failed: {exc}"}
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 def _name(known: bool) -> str:
@@ -272,53 +305,79 @@ def brief(res: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    """The distinct-user rows: ours, Nchan (or why not) and ours/Nchan, one line per figure."""
-    rows: list[tuple[str, str, str, str]] = []
+    """The distinct-user rows: ours, Nchan (or why not), ours/Nchan, and the uvicorn floor
+    (bench/floor_app.py: uvicorn and PyJWT with nothing of ours) with ours/floor."""
+    rows: list[tuple[str, ...]] = []
     notes: list[str] = []
     for name in SCENARIOS:
         res = doc["scenarios"].get(name, {}).get("ours")
         if res is None:
             continue
         if "error" in res or "skipped" in res:
-            rows.append((name, str(res.get("error") or res.get("skipped"))[:80], "-", "-"))
+            why = str(res.get("error") or res.get("skipped"))[:80]
+            rows.append((name, why, "-", "-", "-", "-"))
             continue
         peer = res.get("nchan") or {}
         note = peer.get("skipped") or peer.get("error")
+        floor = res.get("floor") or {}
+        f_note = floor.get("skipped") or floor.get("error")
         users = f"{res['users']:,}"
         if name == "reconnect-storm":
             rows += [
                 (f"{name} ({users}): all live again", f"{res['all_live_again_s']} s",
-                 "not measured", "-"),
+                 "not measured", "-", "-", "-"),
                 ("  new process answering after SIGTERM", f"{res['new_process_ready_s']} s",
-                 "", ""),
+                 "", "", "", ""),
                 ("  events lost / duplicated", f"{res['lost']} / {res['duplicates']} "
-                 f"of {res['expected']}", "", ""),
+                 f"of {res['expected']}", "", "", "", ""),
                 ("  Redis connections after (API / all)",
                  f"{res['redis']['api_command_connections']} / "
-                 f"{res['redis']['total_connections']}", "", ""),
+                 f"{res['redis']['total_connections']}", "", "", "", ""),
             ]  # fmt: skip
             notes.append(f"{name}: Nchan not measured: {note}")
             continue
-        n_open = "not measured" if note else f"{peer['open_all_s']} s"
-        n_rss = "not measured" if note else f"{peer['rss_per_conn_kb']} KB"
+
+        def peer_cell(found: dict[str, Any], why: Any, key: str, unit: str) -> str:
+            if why or key not in found:
+                return "not measured"
+            return f"{found[key]} {unit}"
+
         rows += [
-            (f"{name} ({users}): time to open all", f"{res['open_all_s']} s", n_open,
-             _ratio(res["open_all_s"], peer.get("open_all_s"))),
-            ("  RSS per connection", f"{res['rss_per_conn_kb']} KB", n_rss,
-             _ratio(res["rss_per_conn_kb"], peer.get("rss_per_conn_kb"))),
+            (f"{name} ({users}): time to open all", f"{res['open_all_s']} s",
+             peer_cell(peer, note, "open_all_s", "s"),
+             _ratio(res["open_all_s"], peer.get("open_all_s")),
+             peer_cell(floor, f_note, "open_all_s", "s"),
+             _ratio(res["open_all_s"], floor.get("open_all_s"))),
+            ("  server CPU for the opens", f"{res.get('server_cpu_s', '-')} s", "-", "-",
+             peer_cell(floor, f_note, "server_cpu_s", "s"),
+             _ratio(res.get("server_cpu_s"), floor.get("server_cpu_s"))),
+            ("  RSS per connection", f"{res['rss_per_conn_kb']} KB",
+             peer_cell(peer, note, "rss_per_conn_kb", "KB"),
+             _ratio(res["rss_per_conn_kb"], peer.get("rss_per_conn_kb")),
+             peer_cell(floor, f_note, "rss_per_conn_kb", "KB"),
+             _ratio(res["rss_per_conn_kb"], floor.get("rss_per_conn_kb"))),
             ("  Redis connections after (API / all)",
              f"{res['redis']['api_command_connections']} / {res['redis']['total_connections']}",
-             "-", "-"),
+             "-", "-", "-", "-"),
             ("  opened / failed", f"{res['opened_ok']} / {res['users'] - res['opened_ok']}",
-             "-" if note else f"{peer['opened_ok']} / {peer['users'] - peer['opened_ok']}", ""),
+             "-" if note else f"{peer['opened_ok']} / {peer['users'] - peer['opened_ok']}", "",
+             "-" if f_note or "opened_ok" not in floor
+             else f"{floor['opened_ok']} / {floor['users'] - floor['opened_ok']}", ""),
         ]  # fmt: skip
         if note:
             notes.append(f"{name}: Nchan not measured: {note}")
+        if f_note:
+            notes.append(f"{name}: uvicorn floor not measured: {f_note}")
     if not rows:
         return ""
-    headers = ("Distinct users (own channel, own token)", "Ours", "Nchan", "Ours/Nchan")
+    headers = ("Distinct users (own channel, own token)", "Ours", "Nchan", "Ours/Nchan",
+               "uvicorn floor", "Ours/floor")  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line.rstrip(), "-+-".join("-" * w for w in widths)]
     out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    out.append(
+        "uvicorn floor = bench/floor_app.py under the same uvicorn: token verified, SSE headers "
+        "sent, nothing else (no hub, Redis or database)"
+    )
     return "\n".join(out + sorted(set(notes)))
