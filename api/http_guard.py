@@ -28,6 +28,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.private_apis import light_flow_control, light_pipeline, light_request
 from core.settings import get_settings
 
 log = logging.getLogger("finrt.api.http")
@@ -35,27 +36,6 @@ log = logging.getLogger("finrt.api.http")
 # Connections of this process still sending headers, oldest first (dicts keep insertion order).
 _waiting: dict[GuardedHttpToolsProtocol, None] = {}
 _shed = {"count": 0}
-
-
-class LightEvent(asyncio.Event):
-    """An ``asyncio.Event`` whose waiters are a list, not a deque.
-
-    uvicorn keeps two events per connection (its flow control's and the request's) for as long
-    as the connection lives, hours for a stream, and each has at most one waiter; an empty deque
-    takes about 600 bytes, an empty list 56.
-    """
-
-    def __init__(self) -> None:  # asyncio.Event's, with a list
-        self._waiters = []  # type: ignore[assignment]
-        self._value = False
-
-
-class _Pipeline(list[Any]):
-    """uvicorn's queue of pipelined requests (``appendleft``/``pop``) as a list: almost always
-    empty, and an empty deque takes ten times the memory of an empty list."""
-
-    def appendleft(self, item: Any) -> None:
-        self.insert(0, item)
 
 
 def waiting_cap() -> int:
@@ -81,7 +61,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pipeline = _Pipeline()  # type: ignore[assignment]
+        light_pipeline(self)
         s = get_settings()
         self.max_header_bytes = s.max_header_bytes
         self.header_timeout = s.header_timeout_seconds
@@ -130,8 +110,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        writable = self.flow._is_writable_event = LightEvent()
-        writable.set()
+        light_flow_control(self)
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,4 +138,4 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         before = self.cycle
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not before:  # just made: nobody waits yet
-            self.cycle.message_event = LightEvent()
+            light_request(self.cycle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -41,3 +42,66 @@ async def test_the_exit_signal_wait_returns_when_uvicorn_is_told_to_exit():
     finally:
         AppStatus.should_exit = False
         waiter.cancel()
+
+
+class _Transport:
+    """Just what uvicorn's protocol asks of a transport, recording what is written."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def set_protocol(self, protocol: Any) -> None: ...
+
+
+async def test_the_guarded_protocol_lightens_uvicorns_containers_and_still_serves():
+    """uvicorn makes its flow control's and each request's asyncio.Event and its pipelining
+    deque where api/private_apis.py expects; swapped, a request is served and a paused writer
+    waits for the socket and is woken, as with uvicorn's own."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from api.http_guard import GuardedHttpToolsProtocol
+    from api.private_apis import LightEvent
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+
+    config = Config(app=app, lifespan="off", log_level="warning")
+    protocol = GuardedHttpToolsProtocol(config, ServerState(), {})
+    assert not isinstance(protocol.pipeline, collections.deque)
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    assert isinstance(protocol.flow._is_writable_event, LightEvent)
+    assert protocol.flow._is_writable_event.is_set()
+    protocol.flow.pause_writing()  # the socket's buffer is full: a send waits
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert protocol.cycle is not None and isinstance(protocol.cycle.message_event, LightEvent)
+    await asyncio.sleep(0.05)
+    assert transport.written == b""  # held back by flow control
+    protocol.flow.resume_writing()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if transport.written.endswith(b"0\r\n\r\n"):
+            break
+    assert transport.written.startswith(b"HTTP/1.1 200 OK")
+    assert b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n" in transport.written
+    protocol.connection_lost(None)
