@@ -7,15 +7,15 @@ Migration 0010's trigger statement grouped the rows into a CTE, inserted the out
 in a second, data-modifying CTE, and read the CTE again (with a sort for ``DISTINCT``) to send
 one ``NOTIFY`` per file: three sorts, a materialised CTE and two scans of it for what is, in the
 usual case, one summary. Now it is one ``INSERT ... SELECT``: the periods grouped (a hash
-aggregate over the transition table, as before), then the summaries, grouped in (file,
-statement) order (a sorted aggregate: PostgreSQL never hashes one with an ordered
-``array_agg``), each inserted with its payload built as before and its file's ``pg_notify``
-called on the way. PostgreSQL drops a notification that repeats one already sent in the
+aggregate over the transition table, as before), then the summaries in (file, statement)
+order (PostgreSQL 15 groups them with a sorted aggregate, since ``array_agg`` is ordered, and
+evaluates volatile calls such as ``pg_notify`` after any sort for ``ORDER BY``), each inserted
+with its payload built as before and its file's ``pg_notify`` called on the way. PostgreSQL drops a notification that repeats one already sent in the
 transaction, so the wake-ups are the same: one per file, in file order, delivered at commit.
-Measured with bench/db_events.py (docs/performance.md, 2026-12-03): the server's extra CPU time
-for a 500-row UPDATE of amount about one point lower (11.9-13.4% against 12.4-13.7% with 0010,
-four paired runs of each); most of what is left is the transition table, the grouping (about
-0.15 us per row) and the outbox row, which 0011 does not change.
+Measured with bench/db_events.py (docs/performance.md, 2026-12-03, eight runs of each): the
+server's extra CPU time for a 500-row UPDATE of amount about half a point lower (medians 12.8%
+against 13.4% with 0010); most of what is left is the transition table, the grouping and the
+outbox row, which 0011 does not change.
 
 The events stay the same: one ``financial_data_update`` per file and statement type per SQL
 statement, the same payload text (built by the same ``jsonb_build_object``), the same
