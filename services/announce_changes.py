@@ -39,7 +39,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from models import File, FileMember, Notification
-from models.change_events import EXPLICIT, BulkChangeRefused
+from models.change_events import EXPLICIT, BulkChangeRefused, enqueue_at_flush, is_service_change
 from models.outbox import enqueue, enqueued
 from services.notifications import iso, to_public, unread_count, with_counts
 from streams.channels import file_channel, user_channel
@@ -108,7 +108,12 @@ def _note_flushed(session: Session, _ctx: UOWTransaction) -> None:
             if obj in session.deleted:
                 _noted(session).deleted_files.add(obj.id)
             elif obj not in session.new and _changed(obj, "status"):
-                _noted(session).files[obj.id] = obj
+                if is_service_change(obj):
+                    data = _processing_event(obj)
+                    channel = file_channel(obj.id)
+                    enqueue_at_flush(session, channel, "file_processing", data, "file_processing")
+                else:
+                    _noted(session).files[obj.id] = obj
         elif isinstance(obj, FileMember):
             _noted(session).members.add(obj.file_id)
 
@@ -210,6 +215,18 @@ def _file_data(file: File) -> dict[str, Any]:
     if status == "failed":
         data["error"] = file.error
     return data
+
+
+def _processing_event(file: File) -> dict[str, Any]:
+    """The processing's own ``file_processing`` (workers/processing.py, a retry): a file
+    starting over counts nothing yet; a failed one keeps its line count and says why."""
+    status, total = file.status, file.rows_total
+    if status == "processed":
+        return {"status": status, "processed": total, "total": total, "percent": 100}
+    if status == "failed":
+        data = {"status": status, "processed": 0, "total": total, "percent": 100}
+        return data | {"error": file.error}
+    return {"status": status, "processed": 0, "total": 0, "percent": 0}
 
 
 def members_data(session: Session, file_id: int) -> dict[str, Any] | None:
