@@ -1,18 +1,28 @@
 """ORM-level database events: a change to the live tables made through any SQLAlchemy session
-publishes, even if the code that made it enqueued nothing.
+publishes, without the code that made it enqueueing anything.
 
-Tracked: financial rows, file parameters and report exports (their status). At flush the
-session notes what changed; just before commit, every change no enqueued event covers gets one
-(``financial_data_update`` per file and statement, ``parameter_update`` per parameter,
-``report_status`` per report), in the same transaction. The services still enqueue their own,
-richer events (a parameter's ``previous`` value, the recomputed metrics): those cover the
-changes they describe, so nothing is published twice. On PostgreSQL the triggers (migration
-0006) leave the application's writes alone, so each change publishes once there too.
+Tracked: financial rows, file parameters and report exports (their status). Two forms:
+
+- A change the service marks as its own (:func:`service_change`, data on the object; the
+  services' parameter updates and report requests) is announced at the flush that writes it
+  (enqueued in ``after_flush_postexec``, so its outbox row precedes every event enqueued later
+  in the transaction, e.g. the recomputed metrics), with the payload the API documents for
+  the service's event: ``parameter_update`` with the ``previous`` value (from the attribute
+  history) and ``updated_at``; ``report_status`` on the file's and the requester's channels.
+- Any other change is noted at flush and, just before commit, gets a generic event unless an
+  already-enqueued event covers it (``financial_data_update`` per file and statement,
+  ``parameter_update`` per parameter, ``report_status`` per report, each with
+  ``"source": "application"``), in the same transaction.
+
+On PostgreSQL the triggers (migration 0006) leave the application's writes alone, so each
+change publishes once there too.
 
 Bulk ``update()`` / ``delete()`` statements on the tracked tables executed through a session
 cannot be described row by row: they are refused with :class:`BulkChangeRefused` unless the
 statement says its events are enqueued by the caller
-(``.execution_options(finrt_events="explicit")``). Bulk inserts are covered.
+(``.execution_options(finrt_events="explicit")``; the services' conditional updates of a
+report's status and the import's replacement of a file's rows). Bulk inserts of financial rows
+are covered.
 """
 
 from __future__ import annotations

@@ -17,14 +17,21 @@ event covers gets its event, in the same transaction:
   that grew within its update interval is announced later by the inbox tick). Changes to
   bookkeeping columns only (``announced_*``, ``group_until``, ``expiry_announced_at``)
   publish nothing;
-- a file's status changed: ``file_processing`` on ``file:{id}`` (covered by the services' own
-  ``file_processing``); a file deleted: ``file_deleted`` (a file just added has nobody
-  following it yet: nothing);
+- a file's status changed: ``file_processing`` on ``file:{id}``. Marked as the processing's
+  own (``models.change_events.service_change``: workers/processing.py, a retry), it is
+  enqueued at the flush that writes it, before the events enqueued after it, with the
+  processing's payload (``processed``/``total``/``percent``, ``error`` when failed); otherwise
+  before commit with ``"source": "application"``. A file deleted: ``file_deleted`` (a file
+  just added has nobody following it yet: nothing);
 - a member added or removed (``file_members`` rows, ORM objects or an ``INSERT`` statement):
   ``file_members`` on ``file:{id}`` with the file's members after the commit.
 
 Bulk ``update()`` / ``delete()`` statements on these tables are refused, as in
 ``models/change_events.py``, unless marked ``.execution_options(finrt_events="explicit")``.
+The notification services make their changes with such marked statements (an ``INSERT ...
+ON CONFLICT DO NOTHING``, conditional updates: of two concurrent requests only one changes the
+row, and so only one publishes) and enqueue those events themselves; a digest that grows is
+changed through its object and announced by the caller (:func:`announced_by_caller`).
 On PostgreSQL, writes from outside the application are covered by the triggers of migration
 ``0008``; the application's own writes are left to these hooks there too.
 """
