@@ -2,7 +2,8 @@
 
 Plain functions over a session, no HTTP; the caller commits. Every change's events go through
 the outbox in the same transaction (a parameter's from the ORM hooks, the recomputed figures
-enqueued here), so nothing reaches a browser unless the change committed. Processing an upload is the worker's part (``workers/processing.py``).
+enqueued here), so nothing reaches a browser unless the change committed. Processing an upload
+is the worker's part (``workers/processing.py``).
 """
 
 from __future__ import annotations
