@@ -17,14 +17,21 @@ event covers gets its event, in the same transaction:
   that grew within its update interval is announced later by the inbox tick). Changes to
   bookkeeping columns only (``announced_*``, ``group_until``, ``expiry_announced_at``)
   publish nothing;
-- a file's status changed: ``file_processing`` on ``file:{id}`` (covered by the services' own
-  ``file_processing``); a file deleted: ``file_deleted`` (a file just added has nobody
-  following it yet: nothing);
+- a file's status changed: ``file_processing`` on ``file:{id}``. Marked as the processing's
+  own (``models.change_events.service_change``: workers/processing.py, a retry), it is
+  enqueued at the flush that writes it, before the events enqueued after it, with the
+  processing's payload (``processed``/``total``/``percent``, ``error`` when failed); otherwise
+  before commit with ``"source": "application"``. A file deleted: ``file_deleted`` (a file
+  just added has nobody following it yet: nothing);
 - a member added or removed (``file_members`` rows, ORM objects or an ``INSERT`` statement):
   ``file_members`` on ``file:{id}`` with the file's members after the commit.
 
 Bulk ``update()`` / ``delete()`` statements on these tables are refused, as in
 ``models/change_events.py``, unless marked ``.execution_options(finrt_events="explicit")``.
+The notification services make their changes with such marked statements (an ``INSERT ...
+ON CONFLICT DO NOTHING``, conditional updates: of two concurrent requests only one changes the
+row, and so only one publishes) and enqueue those events themselves; a digest that grows is
+changed through its object and announced by the caller (:func:`announced_by_caller`).
 On PostgreSQL, writes from outside the application are covered by the triggers of migration
 ``0008``; the application's own writes are left to these hooks there too.
 """
@@ -39,7 +46,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from models import File, FileMember, Notification
-from models.change_events import EXPLICIT, BulkChangeRefused
+from models.change_events import EXPLICIT, BulkChangeRefused, enqueue_at_flush, is_service_change
 from models.outbox import enqueue, enqueued
 from services.notifications import iso, to_public, unread_count, with_counts
 from streams.channels import file_channel, user_channel
@@ -108,7 +115,12 @@ def _note_flushed(session: Session, _ctx: UOWTransaction) -> None:
             if obj in session.deleted:
                 _noted(session).deleted_files.add(obj.id)
             elif obj not in session.new and _changed(obj, "status"):
-                _noted(session).files[obj.id] = obj
+                if is_service_change(obj):
+                    data = _processing_event(obj)
+                    channel = file_channel(obj.id)
+                    enqueue_at_flush(session, channel, "file_processing", data, "file_processing")
+                else:
+                    _noted(session).files[obj.id] = obj
         elif isinstance(obj, FileMember):
             _noted(session).members.add(obj.file_id)
 
@@ -210,6 +222,18 @@ def _file_data(file: File) -> dict[str, Any]:
     if status == "failed":
         data["error"] = file.error
     return data
+
+
+def _processing_event(file: File) -> dict[str, Any]:
+    """The processing's own ``file_processing`` (workers/processing.py, a retry): a file
+    starting over counts nothing yet; a failed one keeps its line count and says why."""
+    status, total = file.status, file.rows_total
+    if status == "processed":
+        return {"status": status, "processed": total, "total": total, "percent": 100}
+    if status == "failed":
+        data = {"status": status, "processed": 0, "total": total, "percent": 100}
+        return data | {"error": file.error}
+    return {"status": status, "processed": 0, "total": 0, "percent": 0}
 
 
 def members_data(session: Session, file_id: int) -> dict[str, Any] | None:

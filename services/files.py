@@ -1,8 +1,9 @@
 """Files: uploads, listing, the dashboard snapshot, parameters and sharing.
 
-Plain functions over a session, no HTTP; the caller commits. Every change enqueues its events
-through the outbox in the same transaction, so nothing reaches a browser unless the change
-committed. Processing an upload is the worker's part (``workers/processing.py``).
+Plain functions over a session, no HTTP; the caller commits. Every change's events go through
+the outbox in the same transaction (a parameter's from the ORM hooks, the recomputed figures
+enqueued here), so nothing reaches a browser unless the change committed. Processing an upload
+is the worker's part (``workers/processing.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from domain.metrics import (
 )
 from models import DashboardSnapshot, File, FileMember, FileParameter, FileUpload, enqueue
 from models.base import Base, utcnow
+from models.change_events import service_change
 from models.financial import FinancialDataRow
 from services.access import ensure_user
 from services.notifications import create_notification
@@ -286,7 +288,8 @@ def recalculate(session: Session, file_id: int) -> tuple[list[str], list[str]] |
 def set_parameter(
     session: Session, file: File, name: str, raw_value: object, user_id: str
 ) -> dict[str, Any]:
-    """Store a parameter; enqueue ``parameter_update`` and the metrics and charts it changed.
+    """Store a parameter; its ``parameter_update`` (from the hooks, at the flush that writes
+    it) comes first, then the metrics and charts it changed.
 
     Raises ValueError (with ``validate_parameter``'s message) for a bad name or value.
     """
@@ -300,11 +303,10 @@ def set_parameter(
         session.add(stored)
     else:
         stored.value, stored.updated_by, stored.updated_at = text, user_id, utcnow()
+    # Its parameter_update (with ``previous``) is the hooks' (models/change_events.py), enqueued
+    # by this flush: a client sees the cause before the recomputed figures enqueued below.
+    service_change(stored)
     session.flush()
-    # The parameter event first: a client sees the cause before the recomputed figures.
-    event = _parameter_event(file.id, name, text, previous, user_id)
-    event.update(parameter_id=name, updated_at=_iso(stored.updated_at))
-    enqueue(session, file_channel(file.id), "parameter_update", event, key=f"parameter:{name}")
     changed: tuple[list[str], list[str]] = ([], [])
     # A file still being processed gets its parameters applied when processing finishes.
     if file.status == "processed":
@@ -328,18 +330,6 @@ def _canonical(value: Decimal) -> str:
     """``0.50`` and ``0.5`` are one value: plain notation, no trailing zeros, no ``-0``."""
     text = format(value.normalize(), "f")
     return "0" if value.is_zero() else text
-
-
-def _parameter_event(
-    file_id: int, name: str, value: str, previous: str | None, user_id: str
-) -> dict[str, Any]:
-    return {
-        "file_id": file_id,
-        "name": name,
-        "value": value,
-        "previous": previous,
-        "updated_by": user_id,
-    }
 
 
 # -- sharing ---------------------------------------------------------------------------------

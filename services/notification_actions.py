@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from models import File, FileUpload, ReportExport, enqueue
 from models.base import utcnow
+from models.change_events import service_change
 from models.notifications import Notification
 from services import engagement
-from services.files import file_channel, user_channel
+from services.files import user_channel
 from services.notifications import (
     NotificationNotFound,
     iso,
@@ -90,8 +91,9 @@ def _retry_processing(session: Session, user_id: str, args: dict[str, Any]) -> F
     job_id = str(uuid.uuid4())
     upload.job_id = job_id
     file.status, file.error, file.updated_at = "queued", None, utcnow()
-    event = {"status": "queued", "processed": 0, "total": 0, "percent": 0}
-    enqueue(session, file_channel(file.id), "file_processing", event, key="file_processing")
+    # Its file_processing is the hooks' (services/announce_changes.py), enqueued by this flush.
+    service_change(file)
+    session.flush()
     job = {"job_id": job_id, "kind": "process_file", "file_id": file.id, "status": "queued"}
     enqueue(
         session, user_channel(user_id), "job_progress", job | {"percent": 0}, key=f"job:{job_id}"

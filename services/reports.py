@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from domain.reports import REPORT_EXTENSIONS
 from models import File, FileSchedule, ReportExport, enqueue, session_scope
 from models.base import utcnow
-from models.change_events import owe_report_events
+from models.change_events import owe_report_events, service_change
 from models.financial import FREQUENCIES
 from services.access import Forbidden, NotFound, file_for_reader
 from services.files import file_channel, user_channel
@@ -173,11 +173,11 @@ def request_report(
         schedule_key=schedule_key,
         attempts=0,
     )
+    if announce:
+        service_change(report)  # its queued events: the hooks', at this flush
     session.add(report)
     session.flush()
-    if announce:
-        enqueue_status(session, report, "queued", 0)
-    else:
+    if not announce:
         owe_report_events(session, report.id)  # send_and_announce (or discard_report) owes them
     return report
 

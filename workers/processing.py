@@ -19,6 +19,7 @@ from domain.csv_import import CsvRejected, FinancialRow, ParseResult, RowError, 
 from domain.metrics import Dashboard, build_dashboard, period_sort_key
 from models import File, FileUpload, FinancialDataRow, enqueue, session_scope
 from models.base import utcnow
+from models.change_events import service_change
 from services.files import (
     MAX_EVENT_POINTS,
     enqueue_dashboard_events,
@@ -60,10 +61,6 @@ def _job_event(job_id: str, file_id: int, status: str, percent: int) -> dict[str
     }
 
 
-def _progress_event(status: str, processed: int, total: int, percent: int) -> dict[str, Any]:
-    return {"status": status, "processed": processed, "total": total, "percent": percent}
-
-
 def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
     """Mark the file processing; its bytes and owner, or None when there is nothing to do."""
     with session_scope(url) as session:
@@ -76,13 +73,7 @@ def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
         # Set even when already "processing" (a redelivered task): the stale-job check
         # measures from here.
         file.status, file.updated_at = "processing", utcnow()
-        enqueue(
-            session,
-            file_channel(file_id),
-            "file_processing",
-            _progress_event("processing", 0, 0, 0),
-            key="file_processing",
-        )
+        service_change(file)  # its file_processing: the hooks' (services/announce_changes.py)
         return upload.content, file.owner_id
 
 
@@ -184,17 +175,13 @@ def _finish_processed(
     total, ok, bad = result.total_lines, len(result.rows), len(result.errors)
     file.status, file.error = "processed", None
     file.rows_total, file.rows_ok, file.rows_bad = total, ok, bad
+    # Its file_processing is the hooks', enqueued by this flush: before the events below.
+    service_change(file)
+    session.flush()
     upload = session.get(FileUpload, file.id)
     if upload is not None:
         upload.content = None  # the rows are stored; the raw bytes are no longer needed
     channel = file_channel(file.id)
-    enqueue(
-        session,
-        channel,
-        "file_processing",
-        _progress_event("processed", total, total, 100),
-        key="file_processing",
-    )
     enqueue(
         session, channel, "financial_data_update", _summary(file, result, dashboard), "financial"
     )
@@ -270,13 +257,9 @@ def _finish_failed(
     file.status, file.error = "failed", reason[:2000]
     if errors:
         file.rows_total, file.rows_ok, file.rows_bad = len(errors), 0, len(errors)
-    enqueue(
-        session,
-        file_channel(file.id),
-        "file_processing",
-        _progress_event("failed", 0, file.rows_total, 100) | {"error": file.error},
-        key="file_processing",
-    )
+    # Its file_processing is the hooks', enqueued by this flush: before the events below.
+    service_change(file)
+    session.flush()
     enqueue(
         session,
         user_channel(file.owner_id),
