@@ -80,7 +80,7 @@ def stored_path(reports_dir: str | Path, report: ReportExport) -> Path | None:
 def download_name(file_name: str, report: ReportExport) -> str:
     """``q3-results-report-7.pdf``: the file's name without extension, made header-safe."""
     stem = file_name.rsplit(".", 1)[0] if "." in file_name else file_name
-    stem = _SAFE_NAME_RE.sub("-", stem).strip("-.")[:80] or "file"
+    stem = _SAFE_NAME_RE.sub("-", stem).strip("-._")[:80] or "file"
     return f"{stem}-report-{report.id}{REPORT_EXTENSIONS[report.format]}"
 
 
