@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from domain.reports import REPORT_EXTENSIONS
 from models import ReportExport
-from services.reports import REPORT_EXTENSIONS, download_name
+from services.reports import download_name
 
 pytestmark = pytest.mark.fast
 
