@@ -173,12 +173,15 @@ class SSEStream:
             await self.frames.put(None)
 
     async def next_event(self, timeout: float = 10.0) -> Received:
-        while True:
-            frame = await asyncio.wait_for(self.frames.get(), timeout)
-            if frame is None:
-                raise EOFError("stream ended")
-            if isinstance(frame, Received):
-                return frame
+        """The next event within ``timeout`` seconds in all: the server's pings (comments, one
+        a second in the suite) neither count as events nor extend the wait."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if frame is None:
+                    raise EOFError("stream ended")
+                if isinstance(frame, Received):
+                    return frame
 
     async def next_frame(self, timeout: float = 10.0) -> Received | str | None:
         return await asyncio.wait_for(self.frames.get(), timeout)
@@ -188,11 +191,12 @@ class SSEStream:
 
     async def until_closed(self, timeout: float = 10.0) -> list[Received | str]:
         out: list[Received | str] = []
-        while True:
-            frame = await asyncio.wait_for(self.frames.get(), timeout)
-            if frame is None:
-                return out
-            out.append(frame)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if frame is None:
+                    return out
+                out.append(frame)
 
     async def no_event(self, within: float) -> None:
         with contextlib.suppress(TimeoutError):
