@@ -7,7 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams.batching import TurnBatcher, eval_many
+from streams.batching import TurnBatcher, eval_batch
 from streams.envelope import Event, StreamId, format_id, join_envelope, parse_id
 from streams.keys import history_key
 
@@ -38,6 +38,23 @@ local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 return {existed, first[1][1], last[1][1]}
 """
 
+# The same for a batch of opens (streams/batching.py eval_batch): KEYS the channels' streams.
+BOUNDS_BATCH_LUA = """
+local maxlen, ttl = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  local existed = redis.call('EXISTS', KEYS[i])
+  if existed == 0 then
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'm', '1')
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  end
+  local first = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
+  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  out[i] = {existed, first[1][1], last[1][1]}
+end
+return out
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
@@ -57,6 +74,7 @@ class HistoryReader:
     ) -> None:
         self.client, self.prefix, self.maxlen, self.ttl = client, prefix, maxlen, ttl_seconds
         self._bounds = client.register_script(BOUNDS_LUA)
+        self._bounds_batch = client.register_script(BOUNDS_BATCH_LUA)
         # Lookups of streams opening together go to Redis as one pipeline (streams/batching.py).
         self._batch: TurnBatcher[str, Bounds] = TurnBatcher(self._bounds_of)
 
@@ -64,9 +82,12 @@ class HistoryReader:
         return await self._batch.call(channel)
 
     async def _bounds_of(self, channels: list[str]) -> list[Bounds | BaseException]:
-        calls = [([history_key(self.prefix, c)], [self.maxlen, self.ttl]) for c in channels]
+        keys = [history_key(self.prefix, c) for c in channels]
+        replies = await eval_batch(
+            self.client, self._bounds_batch, self._bounds, keys, [self.maxlen, self.ttl]
+        )
         out: list[Bounds | BaseException] = []
-        for reply in await eval_many(self.client, self._bounds, calls):
+        for reply in replies:
             if isinstance(reply, BaseException):
                 out.append(reply)
             else:

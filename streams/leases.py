@@ -23,7 +23,7 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.batching import TurnBatcher, eval_many
+from streams.batching import TurnBatcher, eval_batch, eval_many
 
 log = logging.getLogger("finrt.hub")
 
@@ -36,6 +36,26 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 2))
 return 1
+"""
+# The same for a batch of opens (streams/batching.py eval_batch): KEYS[i] the i-th stream's
+# user's leases, ARGV: limit, lease seconds, then the i-th stream's member at ARGV[2 + i].
+ACQUIRE_BATCH_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl = math.ceil(lease * 2)
+local taken = {}
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= limit then
+    taken[i] = 0
+  else
+    redis.call('ZADD', KEYS[i], now + lease, ARGV[2 + i])
+    redis.call('EXPIRE', KEYS[i], ttl)
+    taken[i] = 1
+  end
+end
+return taken
 """
 # KEYS[1]: the user's leases. ARGV: lease seconds, members (renewed only if still held).
 RENEW_LUA = """
@@ -58,6 +78,7 @@ class StreamLeases:
     ) -> None:
         self.client, self.prefix, self.limit, self.lease = client, prefix, limit, lease_seconds
         self._acquire = client.register_script(ACQUIRE_LUA)
+        self._acquire_batch = client.register_script(ACQUIRE_BATCH_LUA)
         self._renew = client.register_script(RENEW_LUA)
         self._process = uuid.uuid4().hex[:12]
         self._count = 0
@@ -88,14 +109,12 @@ class StreamLeases:
         self._drops.submit((user_id, member)).add_done_callback(_quiet)
 
     async def _acquire_many(self, wanted: list[tuple[str, str]]) -> list[int | BaseException]:
-        calls = [
-            ([leases_key(self.prefix, user_id)], [self.limit, self.lease, member])
-            for user_id, member in wanted
-        ]
-        return [
-            r if isinstance(r, BaseException) else int(r)
-            for r in await eval_many(self.client, self._acquire, calls)
-        ]
+        keys = [leases_key(self.prefix, user_id) for user_id, _member in wanted]
+        members = [member for _user_id, member in wanted]
+        replies = await eval_batch(
+            self.client, self._acquire_batch, self._acquire, keys, [self.limit, self.lease], members
+        )
+        return [r if isinstance(r, BaseException) else int(r) for r in replies]
 
     async def _drop_many(self, leases: list[tuple[str, str]]) -> list[None]:
         pipe = self.client.pipeline(transaction=False)

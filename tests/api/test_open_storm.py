@@ -15,6 +15,7 @@ from sqlalchemy import select
 import streams
 from core.settings import get_settings
 from models import User, session_scope
+from streams.leases import leases_key
 
 USERS = 400
 POOL_BOUND = 10  # command connections; before batching a storm like this took ~100
@@ -85,6 +86,7 @@ async def test_a_storm_of_new_users_opens_every_stream_with_few_redis_connection
             await asyncio.sleep(0.02)
 
     subscribes0 = _calls(redis_client, "subscribe")
+    scripts0 = _calls(redis_client, "evalsha")
     watcher = asyncio.create_task(watch())
     try:
         await asyncio.gather(*(c.open() for c in conns))
@@ -97,6 +99,10 @@ async def test_a_storm_of_new_users_opens_every_stream_with_few_redis_connection
         # One SUBSCRIBE per loop turn names every channel wanted in it, not one per stream.
         subscribes = _calls(redis_client, "subscribe") - subscribes0
         assert 0 < subscribes <= USERS // 8, f"{subscribes} SUBSCRIBEs for {USERS} channels"
+        # Each batch takes its leases in one script call and reads its channels' bounds in
+        # another: not two calls per stream (each costs the process ~30 µs in redis-py).
+        scripts = _calls(redis_client, "evalsha") - scripts0
+        assert 0 < scripts <= USERS // 4, f"{scripts} script calls for {USERS} opens"
 
         # Every stream is live: an event published to each user's channel reaches it.
         for u in users:
@@ -132,6 +138,29 @@ async def test_the_fleet_limit_holds_for_streams_of_one_user_opened_together(
     try:
         await asyncio.gather(*(c.open() for c in conns))
         assert sorted(c.status for c in conns) == [200] * 3 + [429] * 5
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def test_a_user_whose_lease_key_is_broken_fails_alone_in_a_batch(
+    start_api, env, token, redis_client, user
+):
+    """A batch's leases are one script call; when it fails as a whole (here a key that holds
+    the wrong type), its streams are tried one by one: only the broken one is refused."""
+    server = start_api()
+    port = int(server.url.rsplit(":", 1)[1])
+    redis_client.set(leases_key(env["FINRT_REDIS_PREFIX"], user), "not a sorted set")
+    others = [f"{user}ok{i}" for i in range(30)]
+    conns = [RawStream(port, u, token(u)) for u in [*others[:15], user, *others[15:]]]
+    try:
+        await asyncio.gather(*(c.open() for c in conns))
+        statuses = {c.user: c.status for c in conns}
+        assert statuses.pop(user) == 503
+        assert set(statuses.values()) == {200}
+        await asyncio.wait_for(
+            asyncio.gather(*(c.opened.wait() for c in conns if c.user != user)), 30
+        )
     finally:
         for c in conns:
             c.close()
