@@ -23,7 +23,7 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.batching import TurnBatcher, eval_batch, eval_many
+from streams.batching import TurnBatcher, eval_batch
 
 log = logging.getLogger("finrt.hub")
 
@@ -57,13 +57,28 @@ for i = 1, #KEYS do
 end
 return taken
 """
-# KEYS[1]: the user's leases. ARGV: lease seconds, members (renewed only if still held).
+# KEYS[1]: the user's leases. ARGV: lease seconds, the members held by this process, separated
+# by spaces (each renewed only if still there).
 RENEW_LUA = """
 local t = redis.call('TIME')
 local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
+for m in string.gmatch(ARGV[2], '%S+') do redis.call('ZADD', KEYS[1], 'XX', until_, m) end
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 2))
 return 1
+"""
+# The same for a batch of users: KEYS[i] the i-th user's leases, its members at ARGV[1 + i].
+RENEW_BATCH_LUA = """
+local t = redis.call('TIME')
+local lease = tonumber(ARGV[1])
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + lease
+local ttl = math.ceil(lease * 2)
+local done = {}
+for i = 1, #KEYS do
+  for m in string.gmatch(ARGV[1 + i], '%S+') do redis.call('ZADD', KEYS[i], 'XX', until_, m) end
+  redis.call('EXPIRE', KEYS[i], ttl)
+  done[i] = 1
+end
+return done
 """
 
 
@@ -80,6 +95,7 @@ class StreamLeases:
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._acquire_batch = client.register_script(ACQUIRE_BATCH_LUA)
         self._renew = client.register_script(RENEW_LUA)
+        self._renew_batch = client.register_script(RENEW_BATCH_LUA)
         self._process = uuid.uuid4().hex[:12]
         self._count = 0
         self._held: dict[str, set[str]] = {}  # user -> members held by this process
@@ -130,17 +146,15 @@ class StreamLeases:
         while True:
             await asyncio.sleep(self.lease / 3)
             held = [(u, sorted(m)) for u, m in list(self._held.items()) if m]
-            for start in range(0, len(held), 500):  # one pipeline per 500 users
-                calls = [
-                    ([leases_key(self.prefix, u)], [self.lease, *members])
-                    for u, members in held[start : start + 500]
-                ]
+            for start in range(0, len(held), 500):  # one script call per 500 users
+                part = held[start : start + 500]
+                keys = [leases_key(self.prefix, u) for u, _members in part]
+                members = [" ".join(m) for _u, m in part]
                 try:
-                    failed = [
-                        r
-                        for r in await eval_many(self.client, self._renew, calls)
-                        if isinstance(r, BaseException)
-                    ]
+                    replies = await eval_batch(
+                        self.client, self._renew_batch, self._renew, keys, [self.lease], members
+                    )
+                    failed = [r for r in replies if isinstance(r, BaseException)]
                 except (RedisError, OSError) as exc:
                     failed = [exc]
                 if failed:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import jwt
+import redis
 
 from finrt.embedded_redis import free_port
 
@@ -275,3 +276,19 @@ def rss_kb(pid: int) -> int:
 def kill_tree(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def redis_calls(url: str, seconds: float) -> list[str]:
+    """Every call the Redis at ``url`` got during ``seconds`` (MONITOR)."""
+    client = redis.Redis.from_url(url)
+    seen: list[str] = []
+    try:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                command = monitor.next_command()
+                if command.get("client_type") != "lua":  # calls, not the scripts' insides
+                    seen.append(str(command["command"]))
+    finally:
+        client.close()
+    return seen

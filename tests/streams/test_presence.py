@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import websockets
 
 from finrt.embedded_redis import EmbeddedRedis
 from tests.ops.metrics_support import scrape, value
-from tests.support import Received, SSEStream, sse
+from tests.support import Received, SSEStream, redis_calls, sse
 
 
 def _stream(
@@ -259,22 +258,6 @@ async def test_the_multi_channel_stream_gets_a_snapshot_per_file(api, token, use
         assert all(e.event == "presence" and not e.had_id for e in snaps)
 
 
-def _monitor(url: str, seconds: float) -> list[str]:
-    """Every call the Redis at ``url`` got during ``seconds`` (MONITOR)."""
-    client = redis.Redis.from_url(url)
-    seen: list[str] = []
-    try:
-        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                command = monitor.next_command()
-                if command.get("client_type") != "lua":  # calls, not the scripts' insides
-                    seen.append(str(command["command"]))
-    finally:
-        client.close()
-    return seen
-
-
 async def test_renewal_is_one_call_per_interval_whatever_the_connections(
     start_api, token, user, make_file
 ):
@@ -289,7 +272,7 @@ async def test_renewal_is_one_call_per_interval_whatever_the_connections(
                     await stack.enter_async_context(_held(server, file_id, token(who)))
             for file_id in files:
                 assert (await _until_who(server, file_id, token(user), set(users)))["count"] == 10
-            commands = await asyncio.to_thread(_monitor, own.url, 3.0)
+            commands = await asyncio.to_thread(redis_calls, own.url, 3.0)
             samples = scrape(server.url)
         renewals = [c for c in commands if ":presence:procs" in c]
         writes = [c for c in commands if ":pr:" in c]
