@@ -81,6 +81,14 @@ end
 return done
 """
 
+# KEYS[1]: the user's leases, ARGV[1]: the member to drop; and the same for a batch of closes.
+RELEASE_LUA = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+RELEASE_BATCH_LUA = """
+local dropped = {}
+for i = 1, #KEYS do dropped[i] = redis.call('ZREM', KEYS[i], ARGV[i]) end
+return dropped
+"""
+
 
 def leases_key(prefix: str, user_id: str) -> str:
     """A user's stream leases (sorted set: member ``<process>:<n>``, score: expiry)."""
@@ -96,6 +104,8 @@ class StreamLeases:
         self._acquire_batch = client.register_script(ACQUIRE_BATCH_LUA)
         self._renew = client.register_script(RENEW_LUA)
         self._renew_batch = client.register_script(RENEW_BATCH_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+        self._release_batch = client.register_script(RELEASE_BATCH_LUA)
         self._process = uuid.uuid4().hex[:12]
         self._count = 0
         self._held: dict[str, set[str]] = {}  # user -> members held by this process
@@ -133,11 +143,10 @@ class StreamLeases:
         return [r if isinstance(r, BaseException) else int(r) for r in replies]
 
     async def _drop_many(self, leases: list[tuple[str, str]]) -> list[None]:
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, member in leases:
-            pipe.zrem(leases_key(self.prefix, user_id), member)
+        keys = [leases_key(self.prefix, user_id) for user_id, _member in leases]
+        members = [member for _user_id, member in leases]
         try:
-            await pipe.execute(raise_on_error=False)
+            await eval_batch(self.client, self._release_batch, self._release, keys, [], members)
         except (RedisError, OSError):
             pass  # they expire with their leases
         return [None] * len(leases)
