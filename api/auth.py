@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
 from api.jwks import JwksKeys, JwksUnavailable
+from api.private_apis import jwt_decoder
 from core.settings import Settings
 
 SUB_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
@@ -28,6 +29,8 @@ MAX_EXP = 253_402_300_799
 # The optional ``channels`` claim: patterns (``fnmatch``: ``file:*``, ``user:bot-?``) limiting
 # where a publish token may publish.
 MAX_CHANNEL_PATTERNS = 64
+# Decodes every token; its HMAC secret is prepared once (api/private_apis.py).
+_decoder = jwt_decoder()
 
 
 class AuthError(Exception):
@@ -69,7 +72,7 @@ def decode_token(
     issuer: str = "",
 ) -> Principal:
     try:
-        claims = jwt.decode(
+        claims = _decoder.decode(
             token,
             key,
             algorithms=[algorithm],  # one algorithm only: "none" and key confusion refused

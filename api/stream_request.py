@@ -144,7 +144,12 @@ def parse_stream_request(scope: Scope) -> StreamRequest | None:
 
 
 def _header(scope: Scope, name: bytes) -> str:
-    value: bytes = dict(scope["headers"]).get(name, b"")
+    """The header's value (the last one, as a dict of them would keep), without building that
+    dict on every stream's open."""
+    value = b""
+    for key, raw in scope["headers"]:
+        if key == name:
+            value = raw
     return value.decode("latin-1")
 
 

@@ -105,3 +105,45 @@ async def test_the_guarded_protocol_lightens_uvicorns_containers_and_still_serve
     assert transport.written.startswith(b"HTTP/1.1 200 OK")
     assert b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n" in transport.written
     protocol.connection_lost(None)
+
+
+def test_the_jwt_decoder_prepares_its_hmac_secret_once_and_still_verifies_every_token():
+    import time
+
+    import jwt
+    import pytest
+    from jwt.algorithms import HMACAlgorithm
+
+    from api.private_apis import jwt_decoder
+
+    secret = "s" * 64  # HS512's key size
+    claims = {"sub": "alice", "exp": int(time.time()) + 60}
+    decoder = jwt_decoder()
+    prepared = []
+    original = HMACAlgorithm.prepare_key
+
+    def counting(self: HMACAlgorithm, key: str | bytes) -> bytes:
+        prepared.append(key)
+        return original(self, key)
+
+    tokens = {alg: jwt.encode(claims, secret, algorithm=alg) for alg in ("HS256", "HS384", "HS512")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HMACAlgorithm, "prepare_key", counting)
+        for alg, token in tokens.items():
+            for _ in range(3):
+                assert decoder.decode(token, secret, algorithms=[alg])["sub"] == "alice"
+    # One preparation per algorithm (the decoder's), not one per token.
+    assert len(prepared) == 3
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    with pytest.raises(jwt.InvalidSignatureError):
+        decoder.decode(token, "t" * 64, algorithms=["HS256"])  # another secret: prepared anew
+    with pytest.raises(jwt.InvalidSignatureError):
+        decoder.decode(token[:-2] + "AA", secret, algorithms=["HS256"])
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        decoder.decode(token, secret, algorithms=["HS512"])
+    with pytest.raises(jwt.InvalidKeyError):  # PyJWT's own refusal of a PEM key as a secret
+        decoder.decode(
+            token,
+            "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----",
+            algorithms=["HS256"],
+        )
