@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,20 +38,12 @@ _waiting: dict[GuardedHttpToolsProtocol, None] = {}
 _shed = {"count": 0}
 
 
-# The cap, and when it was read: the limit is read again at most once a second (an operator
-# may change it while the process runs: prlimit), not once per connection.
-_cap = {"value": 0, "read_at": float("-inf")}
-
-
 def waiting_cap() -> int:
     """How many connections may wait for their headers at once: a quarter of the fd limit."""
-    now = time.monotonic()
-    if now - _cap["read_at"] < 1.0:
-        return int(_cap["value"])
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    value = 16_384 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
-    _cap.update(value=value, read_at=now)
-    return value
+    if soft == resource.RLIM_INFINITY:
+        return 16_384
+    return max(16, soft // 4)
 
 
 def _response(status: bytes, detail: bytes) -> bytes:
