@@ -186,13 +186,20 @@ def api(env: dict[str, str]) -> Iterator[ApiServer]:
 
 @pytest.fixture
 def start_api(env: dict[str, str]) -> Iterator[Callable[..., ApiServer]]:
-    """Start API processes of the test's own (stopped afterwards); keyword args go to env."""
+    """Start API processes of the test's own (stopped afterwards); keyword args go to env.
+
+    ``coverage=False`` runs the process without coverage's subprocess tracing (for what the
+    tracer itself would distort, such as memory per connection)."""
     from tests.support import ApiServer
 
     started: list[ApiServer] = []
 
-    def _start(port: int | None = None, **overrides: str) -> ApiServer:
+    def _start(port: int | None = None, *, coverage: bool = True, **overrides: str) -> ApiServer:
         server_env = dict(env)
+        if not coverage:
+            server_env = {
+                k: v for k, v in server_env.items() if not k.startswith("COVERAGE_PROCESS_")
+            }
         server_env.update({f"FINRT_{k.upper()}": str(v) for k, v in overrides.items()})
         server = ApiServer(server_env, TMP, port=port, name=f"api{len(started)}").start()
         started.append(server)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ApiServer, make_token
+from tests.support import make_token
 
 # Two thousand: a step of the heap (a table resized, a new arena) is spread over many.
 STREAMS = 2000
@@ -48,7 +48,7 @@ async def _open_many(port: int, tokens: list[str]) -> list[asyncio.StreamWriter]
     resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * STREAMS + 500,
     reason="needs file descriptors for 2,000 client sockets",
 )
-async def test_an_idle_stream_of_a_distinct_user_costs_under_12_5_kb(env, tmp_root, user):
+async def test_an_idle_stream_of_a_distinct_user_costs_under_12_5_kb(env, start_api, user):
     """Each person has a channel of their own: two thousand idle streams of as many users.
 
     The process holds per connection uvicorn's protocol, parser and request (about 10.8 KB in a
@@ -57,20 +57,16 @@ async def test_an_idle_stream_of_a_distinct_user_costs_under_12_5_kb(env, tmp_ro
 
     The server runs without coverage: under `make test --cov` the tracer gives every suspended
     coroutine a full frame object, about 1.5 KB more per stream that production never pays."""
-    plain = {k: v for k, v in env.items() if not k.startswith("COVERAGE_PROCESS_")}
-    server = ApiServer(plain, tmp_root, name="memory").start()
+    server = start_api(coverage=False)
     pid = server.pid
-    try:
-        warm = await _open_many(server.port, [make_token(env, f"{user}w{i}") for i in range(200)])
-        await asyncio.sleep(0.5)
-        before = _anon_kb(pid)
-        streams = await _open_many(
-            server.port, [make_token(env, f"{user}x{i}") for i in range(STREAMS)]
-        )
-        await asyncio.sleep(1.0)
-        per_stream = (_anon_kb(pid) - before) / STREAMS
-        for writer in warm + streams:
-            writer.close()
-    finally:
-        server.stop()
+    warm = await _open_many(server.port, [make_token(env, f"{user}w{i}") for i in range(200)])
+    await asyncio.sleep(0.5)
+    before = _anon_kb(pid)
+    streams = await _open_many(
+        server.port, [make_token(env, f"{user}x{i}") for i in range(STREAMS)]
+    )
+    await asyncio.sleep(1.0)
+    per_stream = (_anon_kb(pid) - before) / STREAMS
+    for writer in warm + streams:
+        writer.close()
     assert per_stream < 12.5, f"{per_stream:.2f} KB per idle stream"
