@@ -192,32 +192,46 @@ def _shown(res: dict[str, Any], what: str) -> str:
 
 
 def nchan_table(doc: dict[str, Any]) -> str:
-    """Ours beside Nchan on the delivery rows (same clients, publisher rate and pinning); the
-    ratio is ours/Nchan, so above 1.0x means slower for latencies and faster for dlv/s."""
+    """Ours beside Nchan and the uvicorn floor on the delivery rows (same clients, publisher
+    rate and pinning); the ratios are ours/peer, so above 1.0x means slower for latencies and
+    faster for dlv/s."""
     rows: list[list[Cell]] = []
     notes: set[str] = set()
     for name, label, what, target in NCHAN_ROWS:
         row = doc["scenarios"].get(name) or {}
-        ours, peer = row.get("ours"), row.get("nchan")
-        if not ours or peer is None:
+        ours = row.get("ours")
+        if not ours or (row.get("nchan") is None and row.get("floor") is None):
             continue
-        bad = _failed(peer)
-        if bad is not None:
-            notes.add(f"Nchan not measured: {' '.join(bad[1:] or bad)}")
         mine = _failed(ours)
-        rows.append(
-            [
-                [label.format(**doc["params"])],
-                mine[:1] if mine else [_shown(ours, what)],
-                ["not measured"] if bad else [_shown(peer, what)],
-                ["-"] if bad or mine else [ratio(_figure(ours, what), _figure(peer, what))],
-                [target],
-            ]
-        )
+        cells: list[Cell] = [
+            [label.format(**doc["params"])],
+            mine[:1] if mine else [_shown(ours, what)],
+        ]
+        ratios: list[Cell] = []
+        for key, peer_name in (("nchan", "Nchan"), ("floor", "uvicorn floor")):
+            peer: dict[str, Any] | None = row.get(key)
+            bad = _failed(peer)
+            if peer is None or bad is not None:
+                if peer is not None and bad is not None:
+                    notes.add(f"{peer_name} not measured: {' '.join(bad[1:] or bad)}")
+                cells.append(["not measured"])
+                ratios.append(["-"])
+                continue
+            cells.append([_shown(peer, what)])
+            ratios.append(["-"] if mine else [ratio(_figure(ours, what), _figure(peer, what))])
+        rows.append([*cells, *ratios, [target]])
     if not rows:
         return ""
-    table = _table(["Beside Nchan (same harness)", "Ours", "Nchan", "Ours/Nchan", "Target"], rows)
-    return "\n".join([table, *sorted(notes)])
+    table = _table(
+        ["Beside Nchan (same harness)", "Ours", "Nchan", "uvicorn floor", "Ours/Nchan",
+         "Ours/floor", "Target"],
+        rows,
+    )  # fmt: skip
+    floor_note = (
+        "uvicorn floor = bench/floor_app.py: one Redis pattern subscription, each event framed "
+        "once and written to its streams through uvicorn's send; nothing of ours"
+    )
+    return "\n".join([table, floor_note, *sorted(notes)])
 
 
 def verdict(name: str, ours: dict[str, Any] | None, base: dict[str, Any] | None) -> Cell:

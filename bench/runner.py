@@ -139,7 +139,7 @@ class Target:
             PYTHON,
             "-m",
             "uvicorn",
-            "bench.baseline_app:app",
+            "bench.floor_app:app" if self.name == "floor" else "bench.baseline_app:app",
             "--host",
             "127.0.0.1",
             "--port",
@@ -157,7 +157,10 @@ class Target:
         self.proc = spawn(
             f"server-{self.name}",
             self.argv(self.port),
-            env=self.bench.env,
+            # The floor delivers only on the delivery rows (bench/floor_app.py).
+            env={**self.bench.env, "BENCH_FLOOR_DELIVER": "1"}
+            if self.name == "floor"
+            else self.bench.env,
             cpu=SERVER_CPU,
             pinning=self.bench.pinning,
             log_dir=self.bench.log_dir,
@@ -783,6 +786,8 @@ class Bench:
             targets.append(Target(self, "ours"))
         if self.args.target in ("both", "baseline"):
             targets.append(Target(self, "baseline"))
+        if self.ours_ok and self.args.target in ("both", "ours"):
+            targets.append(Target(self, "floor"))
         nchan_note = ""
         if self.args.target in ("both", "ours") and not self.args.no_nchan:
             ok, nchan_note = await asyncio.to_thread(nchan.available)
@@ -811,7 +816,7 @@ class Bench:
             for target in targets:
                 if target.name == "baseline" and name not in BASELINE_SCENARIOS:
                     continue
-                if target.name == "nchan" and name not in NCHAN_SCENARIOS:
+                if target.name in ("nchan", "floor") and name not in NCHAN_SCENARIOS:
                     continue
                 if (
                     target.name == "baseline"
