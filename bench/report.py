@@ -228,8 +228,9 @@ def nchan_table(doc: dict[str, Any]) -> str:
         rows,
     )  # fmt: skip
     floor_note = (
-        "uvicorn floor = bench/floor_app.py: one Redis pattern subscription, each event framed "
-        "once and written to its streams through uvicorn's send; nothing of ours"
+        "uvicorn floor = bench/floor_app.py: one Redis pattern subscription; each event framed "
+        "once; what is read together written together, one uvicorn send per stream; nothing "
+        "of ours"
     )
     return "\n".join([table, floor_note, *sorted(notes)])
 
