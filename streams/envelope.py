@@ -98,6 +98,9 @@ class Event:
     envelope: bytes
     sse: bytes | None = field(default=None)
     sse_body: bytes | None = field(default=None)
+    # The ASGI message writing this event alone on a single-channel SSE stream, made on first
+    # use and shared by every such connection (uvicorn only reads it).
+    sse_message: dict[str, Any] | None = field(default=None)
     # Kept unparsed: the hub parses it only for the one event per flush it samples for lag.
     created_at: str = ""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from streams import _drive
 from streams.envelope import Event, StreamId
-from streams.transports import PING, Item, Transport
+from streams.transports import PING, SSE, Item, Transport, sse_message
 
 # An ASGI send; under uvicorn it is a coroutine function (see _drive).
 Send = Callable[[Any], Any]
@@ -139,12 +139,17 @@ class Subscriber:
         if not items and not closing:
             return
         self.pending = []
-        messages = self.transport.messages(self, items)
-        if closing:
-            assert self.closing is not None
-            self.transport.close(self.closing, messages)
         send = self.send
-        coro = send(messages[0]) if len(messages) == 1 else _drive.send_all(send, messages)
+        if not closing and len(items) == 1 and self.transport is SSE and type(items[0]) is Event:
+            # The usual live delivery: one event on a single-channel stream, whose message
+            # every connection shares (``close`` below edits messages, so not when closing).
+            coro = send(sse_message(items[0]))
+        else:
+            messages = self.transport.messages(self, items)
+            if closing:
+                assert self.closing is not None
+                self.transport.close(self.closing, messages)
+            coro = send(messages[0]) if len(messages) == 1 else _drive.send_all(send, messages)
         self.draining = True
         self._task = _drive.drive(coro, self._finish if closing else self._sent)
 

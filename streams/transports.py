@@ -41,6 +41,18 @@ def sse_frame(event: Event) -> bytes:
     return frame
 
 
+def sse_message(event: Event) -> dict[str, Any]:
+    """The ASGI message that writes ``event`` alone on a single-channel SSE stream, shared."""
+    message = event.sse_message
+    if message is None:
+        message = event.sse_message = {
+            "type": "http.response.body",
+            "body": sse_frame(event),
+            "more_body": True,
+        }
+    return message
+
+
 def sse_body(event: Event) -> bytes:
     """The ``event:`` and ``data:`` lines, for streams that prefix their own ``id:``."""
     body = event.sse_body

@@ -82,3 +82,30 @@ def test_websocket_writes_one_text_frame_per_item():
         {"type": "websocket.send", "text": e.envelope.decode()},
         {"type": "websocket.send", "text": '{"type":"pong"}'},
     ]
+
+
+async def test_a_live_event_shares_one_message_among_connections_and_a_closing_one_gets_its_own():
+    written: list[tuple[str, dict[str, object]]] = []
+
+    def recorder(name: str):
+        async def send(message):
+            written.append((name, message))
+
+        return send
+
+    subs = [Subscriber(f"u{i}", ["file:7"], SSE, 100) for i in range(3)]
+    for i, sub in enumerate(subs):
+        sub.send = recorder(f"u{i}")
+        sub.go_live()
+    e = event("file:7", 1)
+    general = SSE.messages(subs[0], [e])[0]
+    for sub in subs[:2]:
+        assert sub.offer(e)
+        sub.flush()
+    assert subs[2].offer(e)
+    subs[2].close("auth_expired")  # the same one event queued, and the stream's end
+    (n0, m0), (n1, m1), (n2, m2) = written
+    assert (n0, n1, n2) == ("u0", "u1", "u2")
+    assert m0 is m1 and m0 == general  # the same bytes as the general path, one dict
+    assert m2 is not m0 and m2["more_body"] is False
+    assert m2["body"] == general["body"] and m0["more_body"] is True
