@@ -1,10 +1,11 @@
 """The uvicorn floor: the least any uvicorn-served stream can cost, for ``make bench``'s open and
 delivery rows.
 
-A bare ASGI app (no FastAPI, no database, nothing of ours) under the same uvicorn as our API
-(uvloop, httptools). A stream request is answered the way ours is: the HS256 token of the
-``Authorization`` header verified with PyJWT (our token library), then a 200 with the SSE
-headers and a ``retry:`` block, and the connection held open until the client leaves.
+A bare ASGI app (no FastAPI, no database, nothing of ours but the helper that steps a ``send``)
+under the same uvicorn as our API (uvloop, httptools). A stream request is answered the way ours
+is: the HS256 token of the ``Authorization`` header verified with PyJWT (our token library),
+then a 200 with the SSE headers and a ``retry:`` block, and the connection held open until the
+client leaves.
 
 Deliveries (with ``BENCH_FLOOR_DELIVER=1``, for the delivery rows; the open rows run without,
 so an open there is only the token and the headers): one pattern subscription to ``<prefix>:*``
@@ -22,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import jwt
 import orjson
 import redis.asyncio as aioredis
+
+from streams._drive import drive
 
 SECRET = os.environ.get("FINRT_JWT_SECRET", "")
 DELIVER = os.environ.get("BENCH_FLOOR_DELIVER") == "1"
@@ -51,30 +54,16 @@ _pending: set[asyncio.Task[None]] = set()
 
 
 def _write(send: Send, message: Message) -> None:
-    """Run ``send(message)``; hand it to a task only if it waits for the socket to drain."""
-    coro: Coroutine[Any, Any, None] = send(message)  # type: ignore[assignment]
-    try:
-        waiting = coro.send(None)
-    except StopIteration:
-        return
-    except Exception:  # the client went away
-        return
-    task = asyncio.get_running_loop().create_task(_finish(coro, waiting))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    """Run ``send(message)`` as the hub does (streams/_drive.py): stepped at once, handed to a
+    task only if it waits for the socket to drain; a client that left is simply skipped."""
+    task = drive(send(message), _ignore)  # type: ignore[arg-type]
+    if task is not None:
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
 
-async def _finish(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    with contextlib.suppress(Exception):
-        while True:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                await asyncio.wait((waiting,))
-            try:
-                waiting = coro.send(None)
-            except StopIteration:
-                return
+def _ignore(_error: BaseException | None) -> None:
+    return None
 
 
 async def _deliver() -> None:
@@ -97,7 +86,7 @@ async def _deliver() -> None:
             for send in list(sends):
                 _write(send, body)
 
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(REDIS_URL, health_check_interval=30)
     pubsub = client.pubsub()
     await pubsub.psubscribe(f"{PREFIX}:*")
     try:
