@@ -5,13 +5,13 @@ Run by ``python -m bench --only db-events`` (needs FINRT_BENCH_DATABASE_URL nami
 in a process of its own (``python -m bench.db_events``, JSON on stdout) because it sets the
 FINRT_ environment its relay and publisher read. In two schemas of its own, both migrated, one
 with the triggers and one with the financial rows' triggers dropped: inserts and updates of
-financial rows by a plain psycopg connection per schema (as another service would), one
-statement per batch of 500 rows, each committed, the two schemas' statements in turn (the side
-that goes first alternates); each round's slowdown compares the two sides' times in it, and
-the figure is the median over the rounds (with the spread). Then single-row UPDATEs committed
-one at a time, each timed from its commit until an SSE client of a real ``finrt api`` process
-has its event (and until it is in the channel's Redis history), with the relay running in this
-process.
+financial rows by a plain psycopg connection per schema (as another service would), in
+statements of each size of ``BATCHES`` rows, each committed, the two schemas' statements in turn
+(the side that goes first alternates); each round's slowdown compares the two sides' times in
+it, and the figure is the median over the rounds (with the spread). Then single-row UPDATEs
+committed one at a time, each timed from its commit until an SSE client of a real ``finrt api``
+process has its event (and until it is in the channel's Redis history), with the relay running
+in this process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ from urllib.parse import quote
 import httpx
 
 ROWS = int(os.environ.get("FINRT_BENCH_DB_ROWS", "20000"))
-BATCH = 500
+BATCH = 500  # the statement size of the headline figures
+# Statement sizes measured, in rows: single-row writes (an admin in psql, a service writing
+# row by row), small ones, and bulk corrections or re-imports.
+BATCHES = [
+    int(b) for b in os.environ.get("FINRT_BENCH_DB_BATCHES", f"1,50,{BATCH},5000").split(",")
+]
+# The migration the schemas are brought to (head; an earlier one to compare with it).
+REVISION = os.environ.get("FINRT_BENCH_DB_REVISION", "head")
 LATENCY_SAMPLES = int(os.environ.get("FINRT_BENCH_DB_SAMPLES", "200"))
 ROUNDS = int(os.environ.get("FINRT_BENCH_DB_ROUNDS", "20"))
 
@@ -86,7 +93,7 @@ def main() -> int:
     file_ids: dict[str, int] = {}
     try:
         for side, side_url in urls.items():
-            upgrade(side_url)
+            upgrade(side_url, REVISION)
             conn = psycopg.connect(psycopg_dsn(side_url))
             conns[side] = conn
             if side == "without":  # the same tables, no database-events triggers on them
@@ -104,10 +111,12 @@ def main() -> int:
                 "now()) RETURNING id",
             )
             conn.commit()
-        result: dict[str, Any] = {"rows": ROWS, "batch": BATCH, "rounds": ROUNDS}
+        result: dict[str, Any] = {"rows": ROWS, "rounds": ROUNDS, "revision": REVISION}
         result.update(_throughput(conns, file_ids))
         live = conns["with"]
-        live.execute("DELETE FROM outbox")
+        live.execute("TRUNCATE financial_rows, outbox")
+        live.execute("SET LOCAL finrt.origin = 'app'")  # rows to update, written silently
+        live.execute(INSERT, (file_ids["with"], list(range(LATENCY_SAMPLES))))
         live.commit()
         result.update(_latency(live, file_ids["with"], Relay, get_settings(), redis))
         print(json.dumps(result))
@@ -128,16 +137,38 @@ def _one(conn: Any, sql: str, *args: Any) -> int:
 
 
 def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, Any]:
-    """Inserts and then updates of ``ROWS`` rows, one statement per ``BATCH`` rows, each
-    committed, by a plain psycopg connection per side (as another service would): into a
-    schema with the triggers and into one without them, statement by statement in turn (the
-    side that goes first alternates), so a busy neighbour slows both alike. A round is one
-    pass of each kind; its slowdown compares the two sides' times in it. One round first
-    unmeasured (plans, caches). Both sides' financial rows start each round empty (TRUNCATE:
-    no dead rows, no vacuum in the middle)."""
+    """Each statement size of ``BATCHES`` in turn (its figures under ``sizes``; ``BATCH``'s also
+    at the top level, as before)."""
     pids = {side: _one(conn, "SELECT pg_backend_pid()") for side, conn in conns.items()}
+    result: dict[str, Any] = {"pairing": "statement by statement, first side alternating"}
+    sizes: dict[str, Any] = {}
+    for batch in BATCHES:
+        sizes[str(batch)] = _one_size(conns, file_ids, pids, batch)
+    result["sizes"] = sizes
+    result.update(sizes.get(str(BATCH), {}))
+    return result
+
+
+def _statements(batch: int) -> int:
+    """Statements per side, kind and round: ``ROWS`` rows, between 4 and 400 statements."""
+    return max(4, min(400, ROWS // batch))
+
+
+def _one_size(
+    conns: dict[str, Any], file_ids: dict[str, int], pids: dict[str, int], batch: int
+) -> dict[str, Any]:
+    """Inserts and then updates in statements of ``batch`` rows, each committed, by a plain
+    psycopg connection per side (as another service would): into a schema with the triggers
+    and into one without them, statement by statement in turn (the side that goes first
+    alternates), so a busy neighbour slows both alike. A round is one pass of each kind; its
+    slowdown compares the two sides' times in it. One round first unmeasured (plans, caches).
+    Both sides' financial rows start each round empty (TRUNCATE: no dead rows, no vacuum in
+    the middle)."""
+    statements = _statements(batch)
+    rows = statements * batch
     slow: dict[str, list[float]] = {"insert": [], "update": []}
     cpu: dict[str, list[float]] = {"insert": [], "update": []}
+    extra_us: dict[str, list[float]] = {"insert": [], "update": []}
     total = {(kind, side): 0.0 for kind in slow for side in conns}
     for round_no in range(-1, ROUNDS):
         for conn in conns.values():
@@ -146,15 +177,15 @@ def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, An
         for kind in ("insert", "update"):
             wall = dict.fromkeys(conns, 0.0)
             used = {side: _cpu_ns(pid) for side, pid in pids.items()}
-            for n, first in enumerate(range(0, ROWS, BATCH)):
+            for n, first in enumerate(range(0, rows, batch)):
                 sides = ["with", "without"] if (n + round_no) % 2 == 0 else ["without", "with"]
                 for side in sides:
                     conn, file_id = conns[side], file_ids[side]
                     started = time.perf_counter()
                     if kind == "insert":
-                        conn.execute(INSERT, (file_id, list(range(first, first + BATCH))))
+                        conn.execute(INSERT, (file_id, list(range(first, first + batch))))
                     else:
-                        args = (f"{round_no + 2}.00", file_id, first, first + BATCH)
+                        args = (f"{round_no + 2}.00", file_id, first, first + batch)
                         conn.execute(UPDATE, args)
                     conn.commit()
                     wall[side] += time.perf_counter() - started
@@ -164,12 +195,13 @@ def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, An
             spent = {side: _cpu_ns(pid) - used[side] for side, pid in pids.items()}
             if all(spent.values()):  # zero: no /proc of the server's processes here
                 cpu[kind].append((spent["with"] / spent["without"] - 1) * 100)
+                extra_us[kind].append((spent["with"] - spent["without"]) / 1000 / statements)
             for side in conns:
                 total[kind, side] += wall[side]
-    result: dict[str, Any] = {"pairing": "statement by statement, first side alternating"}
+    result: dict[str, Any] = {"batch": batch, "statements": statements}
     for kind, values in slow.items():
         for side in conns:
-            result[f"{kind}_rows_s_{side}"] = round(ROWS * ROUNDS / total[kind, side])
+            result[f"{kind}_rows_s_{side}"] = round(rows * ROUNDS / total[kind, side])
         q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
         result.update(
             {
@@ -183,6 +215,8 @@ def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, An
         )
         if len(cpu[kind]) == len(values):
             result[f"{kind}_backend_cpu_extra_pct"] = round(statistics.median(cpu[kind]), 1)
+            # What the triggers add per statement, in server CPU time.
+            result[f"{kind}_extra_us_per_statement"] = round(statistics.median(extra_us[kind]))
     return result
 
 

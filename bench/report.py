@@ -162,6 +162,13 @@ def _db_events_cell(res: dict[str, Any]) -> Cell:
             f"{kind} {res.get(f'{kind}_rows_s_with')}/{res.get(f'{kind}_rows_s_without')} rows/s "
             f"({res.get(f'{kind}_slowdown_pct')}% slower{spread})"
         )
+    for kind in ("insert", "update"):  # every statement size: the slowdown, the added CPU
+        by_size = [
+            f"{size}: {r.get(f'{kind}_slowdown_pct')}%/{r.get(f'{kind}_extra_us_per_statement')}us"
+            for size, r in res.get("sizes", {}).items()
+        ]
+        if by_size:
+            cells.append(f"{kind} by statement rows (slower/CPU added): " + ", ".join(by_size))
     cells.append(
         f"UPDATE->published p50 {ms(res.get('latency_p50_ms'))}, "
         f"p99 {ms(res.get('latency_p99_ms'))}"

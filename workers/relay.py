@@ -144,11 +144,12 @@ class Relay:
     def _seen(self, channel: str, type: str, data: str) -> None:
         # Also from the rows: a change committed while no relay listened (its notification
         # went to nobody) is recalculated when the next relay catches up.
-        if type not in RECALC_TYPES or '"source": "database"' not in data:
+        if type not in RECALC_TYPES or '"database"' not in data:
             return
-        with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
-            file_id = orjson.loads(data).get("file_id")
-            if isinstance(file_id, int):
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+            doc = orjson.loads(data)
+            file_id = doc.get("file_id")
+            if doc.get("source") == "database" and isinstance(file_id, int):
                 self.debounce.changed(file_id)
 
 
