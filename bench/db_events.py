@@ -53,6 +53,27 @@ UPDATE = (
 )
 
 
+# The floor: the same triggers, whose functions only count their statement's rows. What any
+# trigger that looks at a statement's rows pays (PostgreSQL capturing them in a transition
+# table, a PL/pgSQL call, one pass over them), measured in the same run as ours.
+FLOOR = """
+CREATE OR REPLACE FUNCTION finrt_financial_rows_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM count(*) FROM finrt_old;
+  ELSE
+    PERFORM count(*) FROM finrt_new;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION finrt_financial_rows_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM count(*) FROM finrt_new;
+  RETURN NULL;
+END $$;
+"""
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
@@ -68,7 +89,11 @@ def main() -> int:
     import sqlalchemy as sa
 
     tag = uuid.uuid4().hex[:8]
-    schemas = {"with": f"finrt_bench_{tag}", "without": f"finrt_bench_{tag}_plain"}
+    schemas = {
+        "with": f"finrt_bench_{tag}",
+        "without": f"finrt_bench_{tag}_plain",
+        "floor": f"finrt_bench_{tag}_floor",
+    }
     engine = sa.create_engine(base)
     with engine.begin() as admin:
         for schema in schemas.values():
@@ -103,6 +128,8 @@ def main() -> int:
                 ).fetchall()
                 for (name,) in names:
                     conn.execute(f'DROP TRIGGER "{name}" ON financial_rows')
+            if side == "floor":
+                conn.execute(FLOOR)
             conn.execute("INSERT INTO users (id, created_at) VALUES ('bench', now())")
             file_ids[side] = _one(
                 conn,
@@ -169,6 +196,8 @@ def _one_size(
     slow: dict[str, list[float]] = {"insert": [], "update": []}
     cpu: dict[str, list[float]] = {"insert": [], "update": []}
     extra_us: dict[str, list[float]] = {"insert": [], "update": []}
+    floor_slow: dict[str, list[float]] = {"insert": [], "update": []}
+    floor_us: dict[str, list[float]] = {"insert": [], "update": []}
     total = {(kind, side): 0.0 for kind in slow for side in conns}
     for round_no in range(-1, ROUNDS):
         for conn in conns.values():
@@ -177,9 +206,10 @@ def _one_size(
         for kind in ("insert", "update"):
             wall = dict.fromkeys(conns, 0.0)
             used = {side: _cpu_ns(pid) for side, pid in pids.items()}
+            names = list(conns)
             for n, first in enumerate(range(0, rows, batch)):
-                sides = ["with", "without"] if (n + round_no) % 2 == 0 else ["without", "with"]
-                for side in sides:
+                turn = (n + round_no) % len(names)
+                for side in names[turn:] + names[:turn]:
                     conn, file_id = conns[side], file_ids[side]
                     started = time.perf_counter()
                     if kind == "insert":
@@ -192,10 +222,14 @@ def _one_size(
             if round_no < 0:
                 continue
             slow[kind].append((1 - wall["without"] / wall["with"]) * 100)
+            if "floor" in wall:
+                floor_slow[kind].append((1 - wall["without"] / wall["floor"]) * 100)
             spent = {side: _cpu_ns(pid) - used[side] for side, pid in pids.items()}
             if all(spent.values()):  # zero: no /proc of the server's processes here
                 cpu[kind].append((spent["with"] / spent["without"] - 1) * 100)
                 extra_us[kind].append((spent["with"] - spent["without"]) / 1000 / statements)
+                if "floor" in spent:
+                    floor_us[kind].append((spent["floor"] - spent["without"]) / 1000 / statements)
             for side in conns:
                 total[kind, side] += wall[side]
     result: dict[str, Any] = {"batch": batch, "statements": statements}
@@ -217,6 +251,12 @@ def _one_size(
             result[f"{kind}_backend_cpu_extra_pct"] = round(statistics.median(cpu[kind]), 1)
             # What the triggers add per statement, in server CPU time.
             result[f"{kind}_extra_us_per_statement"] = round(statistics.median(extra_us[kind]))
+        if floor_slow[kind]:
+            result[f"{kind}_floor_slowdown_pct"] = round(statistics.median(floor_slow[kind]), 1)
+        if floor_us[kind]:
+            result[f"{kind}_floor_extra_us_per_statement"] = round(
+                statistics.median(floor_us[kind])
+            )
     return result
 
 

@@ -165,6 +165,7 @@ def _db_events_cell(res: dict[str, Any]) -> Cell:
     for kind in ("insert", "update"):  # every statement size: the slowdown, the added CPU
         by_size = [
             f"{size}: {r.get(f'{kind}_slowdown_pct')}%/{r.get(f'{kind}_extra_us_per_statement')}us"
+            f" (floor {r.get(f'{kind}_floor_slowdown_pct')}%)"
             for size, r in res.get("sizes", {}).items()
         ]
         if by_size:
