@@ -3,11 +3,12 @@ outside the application is published.
 
 Run by ``python -m bench --only db-events`` (needs FINRT_BENCH_DATABASE_URL naming PostgreSQL),
 in a process of its own (``python -m bench.db_events``, JSON on stdout) because it sets the
-FINRT_ environment its relay and publisher read. In two schemas of its own, both migrated, one
-with the triggers and one with the financial rows' triggers dropped: inserts and updates of
+FINRT_ environment its relay and publisher read. In three schemas of its own, all migrated, one
+with the triggers, one with the financial rows' triggers dropped and one whose triggers only
+count their statement's rows (the floor, ``FLOOR``): inserts and updates of
 financial rows by a plain psycopg connection per schema (as another service would), in
-statements of each size of ``BATCHES`` rows, each committed, the two schemas' statements in turn
-(the side that goes first alternates); each round's slowdown compares the two sides' times in
+statements of each size of ``BATCHES`` rows, each committed, the schemas' statements in turn
+(the side that goes first rotates); each round's slowdown compares the sides' times in
 it, and the figure is the median over the rounds (with the spread). Then single-row UPDATEs
 committed one at a time, each timed from its commit until an SSE client of a real ``finrt api``
 process has its event (and until it is in the channel's Redis history), with the relay running
