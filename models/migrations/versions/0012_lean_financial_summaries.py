@@ -16,8 +16,9 @@ statement: unique like the id, and never equal to an application token, which is
 and the payload text is concatenated, its strings and the periods written by ``to_json`` (JSON
 escaping included). The events are the same: one ``financial_data_update`` per file and
 statement type per SQL statement, in (file, statement) order, with the same fields and values
-(the keys in another order, which JSON does not fix; spaced as PostgreSQL prints JSON), the moved rows' old places included, the
-same ``{"recalc" : file}`` notifications (the same text) in the same order.
+(the keys in another order, which JSON does not fix; spaced as PostgreSQL prints JSON), the
+moved rows' old places included, the same ``{"recalc" : file}`` notifications (the same text)
+in the same order.
 """
 
 import importlib.util
