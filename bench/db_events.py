@@ -168,7 +168,7 @@ def _throughput(conns: dict[str, Any], file_ids: dict[str, int]) -> dict[str, An
     """Each statement size of ``BATCHES`` in turn (its figures under ``sizes``; ``BATCH``'s also
     at the top level, as before)."""
     pids = {side: _one(conn, "SELECT pg_backend_pid()") for side, conn in conns.items()}
-    result: dict[str, Any] = {"pairing": "statement by statement, first side alternating"}
+    result: dict[str, Any] = {"pairing": "statement by statement, first side rotating"}
     sizes: dict[str, Any] = {}
     for batch in BATCHES:
         sizes[str(batch)] = _one_size(conns, file_ids, pids, batch)
@@ -186,12 +186,12 @@ def _one_size(
     conns: dict[str, Any], file_ids: dict[str, int], pids: dict[str, int], batch: int
 ) -> dict[str, Any]:
     """Inserts and then updates in statements of ``batch`` rows, each committed, by a plain
-    psycopg connection per side (as another service would): into a schema with the triggers
-    and into one without them, statement by statement in turn (the side that goes first
-    alternates), so a busy neighbour slows both alike. A round is one pass of each kind; its
-    slowdown compares the two sides' times in it. One round first unmeasured (plans, caches).
-    Both sides' financial rows start each round empty (TRUNCATE: no dead rows, no vacuum in
-    the middle)."""
+    psycopg connection per side (as another service would): into the schema with the
+    triggers, the one without them and the floor's, statement by statement in turn (the side
+    that goes first rotates), so a busy neighbour slows them alike. A round is one pass of each
+    kind; its slowdowns compare the sides' times in it with the side without triggers. One round
+    first unmeasured (plans, caches). Every side's financial rows start each round empty
+    (TRUNCATE: no dead rows, no vacuum in the middle)."""
     statements = _statements(batch)
     rows = statements * batch
     slow: dict[str, list[float]] = {"insert": [], "update": []}
@@ -200,6 +200,7 @@ def _one_size(
     floor_slow: dict[str, list[float]] = {"insert": [], "update": []}
     floor_us: dict[str, list[float]] = {"insert": [], "update": []}
     total = {(kind, side): 0.0 for kind in slow for side in conns}
+    names = list(conns)
     for round_no in range(-1, ROUNDS):
         for conn in conns.values():
             conn.execute("TRUNCATE financial_rows, outbox")
@@ -207,7 +208,6 @@ def _one_size(
         for kind in ("insert", "update"):
             wall = dict.fromkeys(conns, 0.0)
             used = {side: _cpu_ns(pid) for side, pid in pids.items()}
-            names = list(conns)
             for n, first in enumerate(range(0, rows, batch)):
                 turn = (n + round_no) % len(names)
                 for side in names[turn:] + names[:turn]:
@@ -223,14 +223,12 @@ def _one_size(
             if round_no < 0:
                 continue
             slow[kind].append((1 - wall["without"] / wall["with"]) * 100)
-            if "floor" in wall:
-                floor_slow[kind].append((1 - wall["without"] / wall["floor"]) * 100)
+            floor_slow[kind].append((1 - wall["without"] / wall["floor"]) * 100)
             spent = {side: _cpu_ns(pid) - used[side] for side, pid in pids.items()}
             if all(spent.values()):  # zero: no /proc of the server's processes here
                 cpu[kind].append((spent["with"] / spent["without"] - 1) * 100)
                 extra_us[kind].append((spent["with"] - spent["without"]) / 1000 / statements)
-                if "floor" in spent:
-                    floor_us[kind].append((spent["floor"] - spent["without"]) / 1000 / statements)
+                floor_us[kind].append((spent["floor"] - spent["without"]) / 1000 / statements)
             for side in conns:
                 total[kind, side] += wall[side]
     result: dict[str, Any] = {"batch": batch, "statements": statements}
