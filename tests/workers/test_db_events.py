@@ -304,6 +304,51 @@ def test_each_statement_writes_one_summary_per_file_and_statement_and_wakes_each
     assert notes == [json.dumps({"recalc": f}).replace(":", " :") for f in (a, b, c, a, b, c, c)]
 
 
+def test_a_session_that_began_with_a_one_row_fix_summarises_its_bulk_update_without_a_sort(
+    user: str,
+) -> None:
+    """PL/pgSQL keeps a trigger statement's plan for the session, made for the size of the
+    first statement's rows. After a one-row UPDATE (an admin's first fix in psql), a 2,000-row
+    UPDATE of one file still has its periods grouped by a hash, not its rows sorted (the
+    statement's plans as PostgreSQL's auto_explain shows them), and its summary is right."""
+    plans: list[str] = []
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        f = _outside_file(conn, user, "bulk.csv")
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) SELECT %s, g, '2026-' || lpad((1 + g %% 12)::text, 2, '0'), 'income',"
+            " 'item', '1.00', 'USD' FROM generate_series(0, 1999) AS g",
+            (f,),
+        )
+        conn.commit()
+        start = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+        assert start is not None
+        conn.execute(
+            "UPDATE financial_rows SET amount = '2.00' WHERE file_id = %s AND position = 0", (f,)
+        )
+        conn.commit()
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"):
+            conn.execute(f"SET auto_explain.{setting}")
+        conn.execute("SET auto_explain.log_timing = off")
+        conn.execute("SET client_min_messages = log")
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        conn.execute("UPDATE financial_rows SET amount = '3.00' WHERE file_id = %s", (f,))
+        conn.commit()
+        rows = conn.execute(
+            "SELECT data FROM outbox WHERE id > %s ORDER BY id", (start[0],)
+        ).fetchall()
+    summaries = [json.loads(r[0]) for r in rows]
+    assert [(d["file_id"], d["rows"]) for d in summaries] == [(f, 1), (f, 2000)], summaries
+    assert summaries[1]["periods"] == [f"2026-{m:02d}" for m in range(1, 13)], summaries[1]
+    trigger = [p for p in plans if "INSERT INTO outbox" in p]
+    assert trigger, plans
+    assert all("HashAggregate" in p for p in trigger), trigger
+    sorts = [line for p in trigger for line in p.splitlines() if "Sort  (" in line]
+    assert not [line for line in sorts if "actual rows=2000 " in line], trigger
+
+
 def _outside_file(conn: psycopg.Connection[Any], owner: str, name: str) -> int:
     row = conn.execute(
         "INSERT INTO files (owner_id, name, status, rows_total, rows_ok, rows_bad, created_at, "
