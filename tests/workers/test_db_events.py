@@ -329,9 +329,13 @@ def test_a_session_that_began_with_a_one_row_fix_summarises_its_bulk_update_with
         )
         conn.commit()
         conn.execute("LOAD 'auto_explain'")
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"):
+        for setting in (
+            "log_min_duration = 0",
+            "log_nested_statements = on",
+            "log_analyze = on",
+            "log_timing = off",
+        ):
             conn.execute(f"SET auto_explain.{setting}")
-        conn.execute("SET auto_explain.log_timing = off")
         conn.execute("SET client_min_messages = log")
         conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
         conn.execute("UPDATE financial_rows SET amount = '3.00' WHERE file_id = %s", (f,))

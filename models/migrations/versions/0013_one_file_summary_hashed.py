@@ -70,8 +70,8 @@ def _functions() -> str:
     previous = _previous()
     template: str = previous.SUMMARIES
     functions: str = previous._functions()
-    rows_queries = (previous._previous().NEW_ROWS, previous._previous().OLD_ROWS)
-    for rows in rows_queries:
+    earlier = previous._previous()  # migration 0011's module, which names the rows' queries
+    for rows in (earlier.NEW_ROWS, earlier.OLD_ROWS):
         general = template.format(rows=rows).strip() + ";"
         if general not in functions:
             raise RuntimeError("migration 0013: a static summaries statement of 0012 is missing")
