@@ -8,8 +8,10 @@ task producer, and tests that talk to a worker of their own).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.settings import Settings, get_settings
+from workers.broker import TRANSPORT
 
 TASK_MODULES = ("workers.tasks", "workers.outcomes", "workers.metrics")
 
@@ -34,8 +36,12 @@ def transport_options(s: Settings) -> dict[str, Any]:
 
 def config_for(s: Settings) -> dict[str, Any]:
     every = {"sweep": s.outbox_sweep_seconds, "schedules": s.schedule_check_seconds}
+    broker = s.celery_broker_url or s.redis_url
     return {
-        "broker_url": s.celery_broker_url or s.redis_url,
+        "broker_url": broker,
+        # kombu's Redis transport, whose channel survives Redis going away mid-task
+        # (workers/broker.py); other brokers (amqp://, rediss://, sentinel://) as kombu has them.
+        "broker_transport": TRANSPORT if urlsplit(broker).scheme == "redis" else None,
         "broker_transport_options": transport_options(s),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker waits for Redis as long as it takes

@@ -40,10 +40,14 @@ def settings_from(env: dict[str, str]) -> Any:
 
 
 class WorkerProcess:
-    """``finrt worker`` (prefork, one process) or ``finrt beat`` in a process group of its own."""
+    """``finrt worker`` (prefork, ``pool`` processes) or ``finrt beat`` in a process group of its
+    own."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str, *, beat: bool = False):
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, name: str, *, beat: bool = False, pool: int = 1
+    ):
         self.env, self.name, self.beat = dict(env), f"{name}-{uuid.uuid4().hex[:6]}", beat
+        self.pool = pool
         self.log_path = log_dir / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +67,7 @@ class WorkerProcess:
                 "--pool",
                 "prefork",
                 "-c",
-                "1",
+                str(self.pool),
                 "--without-mingle",
                 "--without-gossip",
                 # The database-events tests start (and kill) relays of their own.
@@ -192,8 +196,10 @@ def start_worker(tmp_root: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers (or beat, ``beat=True``) of the test's own; all stopped afterwards."""
     started: list[WorkerProcess] = []
 
-    def _start(env: dict[str, str], *, beat: bool = False, wait: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_root, "beat" if beat else "worker", beat=beat)
+    def _start(
+        env: dict[str, str], *, beat: bool = False, wait: bool = True, pool: int = 1
+    ) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_root, "beat" if beat else "worker", beat=beat, pool=pool)
         started.append(worker)
         return worker.start(wait=wait)
 

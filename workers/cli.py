@@ -33,10 +33,19 @@ def _prepare() -> tuple[str, str, list[str]]:
 
 
 def _run(argv: list[str]) -> None:
+    from celery.bin.celery import celery
+
     from workers.celery_app import app, configure_logging
 
     configure_logging()  # before Celery starts: its first warnings already follow it
-    code = app.start(argv)
+    # As ``app.start`` does, but keeping the command's exit status, which ``app.start`` drops: a
+    # worker that stopped on an unrecoverable error must not exit 0 (a supervisor that restarts
+    # on failure would leave it down).
+    celery.params[0].default = app
+    try:
+        code = celery.main(args=argv, standalone_mode=False)
+    finally:
+        celery.params[0].default = None
     if code:
         raise SystemExit(code)
 
