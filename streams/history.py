@@ -26,6 +26,10 @@ def event_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
 # none creates it with a marker entry (field "m", not an event, never delivered). So every
 # position a client is ever given is a real stream id, and a stream that vanished (a Redis
 # without persistence restarted, or the idle TTL passed) is told apart from one never used.
+# The entry that creates a stream is marked (that marker, or a first event's field "g", see
+# streams/publish.py): while the stream's first entry is still marked, nothing was ever trimmed
+# from it, so a position older than it was lost with an earlier stream, not trimmed (the 4th
+# value returned, ``whole``).
 BOUNDS_LUA = """
 local existed = redis.call('EXISTS', KEYS[1])
 if existed == 0 then
@@ -35,7 +39,11 @@ if existed == 0 then
 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-return {existed, first[1][1], last[1][1]}
+local whole, fields = 0, first[1][2]
+for j = 1, #fields, 2 do
+  if fields[j] == 'm' or fields[j] == 'g' then whole = 1 end
+end
+return {existed, first[1][1], last[1][1], whole}
 """
 
 # The same for a batch of opens (streams/batching.py eval_batch): KEYS the channels' streams.
@@ -50,7 +58,11 @@ for i = 1, #KEYS do
   end
   local first = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
   local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
-  out[i] = {existed, first[1][1], last[1][1]}
+  local whole, fields = 0, first[1][2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 'm' or fields[j] == 'g' then whole = 1 end
+  end
+  out[i] = {existed, first[1][1], last[1][1], whole}
 end
 return out
 """
@@ -58,12 +70,14 @@ return out
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
-    """What a channel's history holds: its oldest and newest ids, and whether it existed
-    before this read (if not, it was just created with a marker)."""
+    """What a channel's history holds: its oldest and newest ids, whether it existed before
+    this read (if not, it was just created with a marker), and whether it still holds the entry
+    it began with (``whole``: nothing was ever trimmed from it)."""
 
     existed: bool
     first: StreamId
     head: StreamId
+    whole: bool = False
 
 
 class HistoryReader:
@@ -91,8 +105,15 @@ class HistoryReader:
             if isinstance(reply, BaseException):
                 out.append(reply)
             else:
-                existed, first, head = reply
-                out.append(Bounds(bool(existed), parse_id(_decode(first)), parse_id(_decode(head))))
+                existed, first, head, whole = reply
+                out.append(
+                    Bounds(
+                        bool(existed),
+                        parse_id(_decode(first)),
+                        parse_id(_decode(head)),
+                        bool(whole),
+                    )
+                )
         return out
 
     async def read_page(self, channel: str, after: StreamId, count: int = PAGE) -> Page:
@@ -149,6 +170,9 @@ def plan_resume(last: StreamId | None, bounds: Bounds) -> ResumePlan:
     History reaches back far enough only when ``last`` lies within [first, head]. Anything
     else (trimmed, lost with a non-persistent Redis, or an id from nowhere) is a ``reset``:
     the client refetches its snapshot and continues from the newest event. Never a silent gap.
+    A position older than a stream that still holds its beginning was lost with an earlier
+    stream (a Redis restarted without persistence, the idle TTL), even if events were
+    published since: ``history_lost``; older than a trimmed stream: ``history_trimmed``.
     """
     head = bounds.head
     if last is None:
@@ -156,7 +180,7 @@ def plan_resume(last: StreamId | None, bounds: Bounds) -> ResumePlan:
     if not bounds.existed:
         return ResumePlan("history_lost", False, head)
     if last < bounds.first:
-        return ResumePlan("history_trimmed", False, head)
+        return ResumePlan("history_lost" if bounds.whole else "history_trimmed", False, head)
     if last > head:
         return ResumePlan("unknown_position", False, head)
     return ResumePlan(None, last < head, last)

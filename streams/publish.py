@@ -39,6 +39,8 @@ from streams.keys import dedupe_key, history_key, pubsub_channel
 # KEYS[1]: history stream; KEYS[2] (optional): dedupe key. ARGV: pub/sub channel, MAXLEN,
 # envelope tail, TTL seconds (0: none), dedupe TTL seconds. With a dedupe key, publishing the
 # same event twice (an outbox row retried after a crash) returns the first id and does nothing.
+# The event that creates the stream carries "g" (its beginning: streams/history.py tells a
+# position lost with an earlier stream from one trimmed away by it).
 PUBLISH_LUA = """
 if KEYS[2] then
   local prev = redis.call('GET', KEYS[2])
@@ -47,7 +49,12 @@ if KEYS[2] then
     return prev
   end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
+local id
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3], 'g', '1')
+end
 redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '"' .. ARGV[3])
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end

@@ -31,6 +31,8 @@ def test_a_client_at_the_head_has_nothing_to_replay():
         ((99, 9), HISTORY, "history_trimmed"),
         ((200, 6), HISTORY, "unknown_position"),
         ((150, 0), Bounds(existed=False, first=(300, 0), head=(300, 0)), "history_lost"),
+        # Published to since it was lost, never trimmed: still lost, not trimmed.
+        ((150, 0), Bounds(existed=True, first=(300, 0), head=(310, 0), whole=True), "history_lost"),
     ],
 )
 def test_a_gap_history_cannot_fill_is_a_reset_to_the_head_never_silence(last, bounds, reason):

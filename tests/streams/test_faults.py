@@ -11,6 +11,7 @@ import redis
 
 from core.settings import get_settings
 from finrt.embedded_redis import EmbeddedRedis
+from streams.envelope import parse_id
 from streams.publish import Publisher
 from tests.support import rss_kb, sse
 
@@ -75,6 +76,39 @@ async def test_redis_restart_without_persistence_sends_reset(start_api, token, u
             pub = _publisher(server_redis.url)
             live = pub.publish(channel, "job_progress", {"n": 1})
             assert (await stream.next_event()).id == live
+    finally:
+        server_redis.stop()
+
+
+async def test_events_published_since_a_restart_without_persistence_still_mean_history_lost(
+    start_api, token, user
+):
+    """The restarted Redis's stream begins with events published since: a client behind it lost
+    history with the old Redis (nothing was trimmed), and a reconnect is told the same."""
+    server_redis = EmbeddedRedis().start()
+    try:
+        api = start_api(redis_url=server_redis.url)
+        channel = f"user:{user}"
+        async with sse(f"{api.url}/api/v1/stream/notifications", token(user)) as stream:
+            pub = _publisher(server_redis.url)
+            seen = pub.publish(channel, "job_progress", {"n": 0})
+            await stream.next_event()
+            assert server_redis.process is not None
+            server_redis.process.kill()
+            server_redis.process.wait()
+            server_redis = EmbeddedRedis(port=server_redis.port).start()
+            # At once, most likely before the API has its pub/sub link back.
+            pub = _publisher(server_redis.url)
+            since = [pub.publish(channel, "job_progress", {"n": i}) for i in (1, 2)]
+            first = await stream.next_event(timeout=15)
+            assert first.event == "reset"
+            assert first.envelope["data"]["reason"] == "history_lost"
+        url = f"{api.url}/api/v1/stream/notifications"
+        async with sse(url, token(user), last_event_id=seen) as again:
+            first = await again.next_event(timeout=15)
+            assert first.event == "reset"
+            assert first.envelope["data"]["reason"] == "history_lost"
+            assert parse_id(first.id) >= parse_id(since[-1])
     finally:
         server_redis.stop()
 
