@@ -108,6 +108,7 @@ async def test_events_published_since_a_restart_without_persistence_still_mean_h
             first = await again.next_event(timeout=15)
             assert first.event == "reset"
             assert first.envelope["data"]["reason"] == "history_lost"
+            assert first.id is not None
             assert parse_id(first.id) >= parse_id(since[-1])
     finally:
         server_redis.stop()
