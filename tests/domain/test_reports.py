@@ -195,3 +195,20 @@ def test_content_types_and_extensions_cover_every_format() -> None:
 )
 def test_neutralise_csv_cell_covers_every_separator_split_part(given: str, made: str) -> None:
     assert neutralise_csv_cell(given) == made
+
+
+def test_the_period_table_lists_every_charts_periods_once_in_the_order_first_seen() -> None:
+    from domain.metrics import CHART_NAMES, ChartSeries
+    from domain.reports import _period_rows
+
+    first, second = CHART_NAMES[0], CHART_NAMES[1]
+    dashboard = Dashboard(
+        charts=[
+            ChartSeries(first, first, [("2026-02", Decimal(1)), ("2026-01", Decimal(2))]),
+            ChartSeries(second, second, [("2026-01", Decimal(3)), ("2026-03", Decimal(4))]),
+        ]
+    )
+    rows = _period_rows(dashboard)
+    assert [row[0] for row in rows] == ["2026-02", "2026-01", "2026-03"]
+    assert rows[1][1:3] == [Decimal(2), Decimal(3)]
+    assert rows[2][1:3] == [None, Decimal(4)]
