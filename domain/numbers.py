@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import math
+import re
+from decimal import Decimal
+
+# What a person writes as a number, in ASCII digits: ``0.25``, ``-1``, ``.5``, ``2.5e-3``.
+# ``Decimal()`` alone also takes ``1_0`` (ten), digits of any script (``١``) and ``NaN``.
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 # A parameter is a rate: more precision than this means nothing, and ``1e-70000`` would be
 # stored (and sent in events) as 70,000 characters.
@@ -15,12 +21,16 @@ def to_decimal(name: str, value: object) -> Decimal:
         number = value
     elif isinstance(value, int) and not isinstance(value, bool):
         number = Decimal(value)
-    elif isinstance(value, float | str):
-        text = str(value).strip()
-        try:
-            number = Decimal(text) if len(text) <= 64 else Decimal("NaN")
-        except InvalidOperation:
-            raise ValueError(f"{name} must be a number (got {text[:64]!r})") from None
+    elif isinstance(value, float):
+        number = Decimal(repr(value)) if math.isfinite(value) else Decimal("NaN")
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity", "snan"):
+            number = Decimal("NaN")
+        elif len(text) <= 64 and _NUMBER_RE.fullmatch(text):
+            number = Decimal(text)
+        else:
+            raise ValueError(f"{name} must be a number in ASCII digits (got {text[:64]!r})")
     else:
         raise ValueError(f"{name} must be a number (got {type(value).__name__})")
     if not number.is_finite():

@@ -148,7 +148,8 @@ def _refusal(exc: CsvRejected) -> HTTPException:
 
 
 async def _read_upload(request: Request, s: Settings) -> tuple[str, bytes]:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "multipart/form-data":  # media types are case-insensitive (RFC 9110)
         raise HTTPException(415, "send the CSV as multipart/form-data, in the field 'file'")
     declared = request.headers.get("content-length")
     if declared is None or not (declared.isascii() and declared.isdigit()):

@@ -95,6 +95,21 @@ async def test_an_upload_that_is_not_a_multipart_file_field_is_refused(
     assert _count_files(worker_env, user) == 0
 
 
+async def test_the_multipart_media_type_is_read_in_any_case(producers_api, worker_env, user):
+    url, headers = f"{producers_api.url}/api/v1/files", auth(worker_env, user)
+    async with httpx.AsyncClient(timeout=30) as client:
+        sent = []
+        for media_type in ("Multipart/Form-Data", "MULTIPART/FORM-DATA", "multipart/form-datax"):
+            request = client.build_request(
+                "POST", url, headers=headers, files={"file": ("q.csv", sample_csv(2))}
+            )
+            declared = request.headers["content-type"]
+            request.headers["content-type"] = declared.replace("multipart/form-data", media_type)
+            sent.append(await client.send(request))
+    assert [r.status_code for r in sent] == [202, 202, 415], [r.text for r in sent]
+    assert _count_files(worker_env, user) == 2
+
+
 async def test_files_lists_owned_and_shared_files_newest_first(
     producers_api, worker_env, user, make_file
 ):
@@ -216,8 +231,12 @@ async def test_a_parameter_change_streams_the_cause_then_the_recomputed_metrics(
                 ("tax_rate", {"value": 2}),
                 ("tax_rate", {"value": "lots"}),
                 ("discount", {"value": 1}),
+                # Decimal() alone would read these as 0.25 and 0.3.
+                ("tax_rate", {"value": "0.2_5"}),
+                ("tax_rate", {"value": "\u0660.\u0663"}),
             )
         ]
+        kept = await client.get(f"{base}/api/v1/files/{file_id}/dashboard", headers=headers)
     assert put.json()["changed_metrics"] == ["net_income", "net_margin"]
     assert [(e.event, e.envelope.get("key")) for e in events] == [
         ("parameter_update", "parameter:tax_rate"),
@@ -244,9 +263,12 @@ async def test_a_parameter_change_streams_the_cause_then_the_recomputed_metrics(
     assert by_name["revenue"] == {m["name"]: m for m in before["metrics"]}["revenue"]
     assert after["parameters"] == {"tax_rate": "0.5"}
     assert parse_id(after["last_event_id"]) >= parse_id(repeat.envelope["id"])
-    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert [r.status_code for r in refused] == [422] * 5
     assert refused[0].json()["detail"] == "tax_rate must be between 0 and 1 (got 2)"
     assert "unknown parameter 'discount'" in refused[2].json()["detail"]
+    assert "must be a number in ASCII digits" in refused[3].json()["detail"]
+    assert "must be a number in ASCII digits" in refused[4].json()["detail"]
+    assert kept.json()["parameters"] == {"tax_rate": "0.5"}
 
 
 def test_a_rolled_back_parameter_change_publishes_nothing(env, user, make_file, redis_client):

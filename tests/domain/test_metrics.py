@@ -197,6 +197,9 @@ def test_huge_amounts_do_not_overflow() -> None:
         ("tax_rate", 0.2, D("0.2")),
         ("growth_rate", "-1", D(-1)),
         ("growth_rate", D(10), D(10)),
+        ("growth_rate", "+.5", D("0.5")),
+        ("growth_rate", "2.5e-1", D("0.25")),
+        ("tax_rate", 1e-05, D("0.00001")),
     ],
 )
 def test_validate_parameter_accepts_in_range_numbers(
@@ -217,6 +220,10 @@ def test_validate_parameter_accepts_in_range_numbers(
         ("growth_rate", float("inf"), "finite"),
         ("tax_rate", True, "must be a number"),
         ("tax_rate", None, "must be a number"),
+        ("growth_rate", "1_0", "must be a number in ASCII digits (got '1_0')"),
+        ("growth_rate", "\u0661", "must be a number in ASCII digits"),
+        ("growth_rate", "-inf", "finite"),
+        ("growth_rate", "1" * 65, "must be a number"),
     ],
 )
 def test_validate_parameter_refuses_clearly(name: str, value: object, message: str) -> None:
