@@ -7,7 +7,7 @@ import re
 from decimal import Decimal
 
 # What a person writes as a number, in ASCII digits: ``0.25``, ``-1``, ``.5``, ``2.5e-3``.
-# ``Decimal()`` alone also takes ``1_0`` (ten), digits of any script (``١``) and ``NaN``.
+# ``Decimal()`` alone also takes ``1_0`` (ten), digits of any script (U+0661) and ``NaN``.
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 # A parameter is a rate: more precision than this means nothing, and ``1e-70000`` would be
