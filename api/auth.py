@@ -181,6 +181,11 @@ def issue_token(
     if not SUB_RE.match(user_id):
         raise ValueError("user id must be 1-64 of letters, digits and _.@-")
     now = int(time.time())
+    if now + ttl_seconds > MAX_EXP:  # such a token would be refused everywhere
+        raise ValueError(
+            "the lifetime is too long: the token would expire after the year 9999 "
+            f"(at most {MAX_EXP - now} seconds)"
+        )
     claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
     if scopes:
         claims["scope"] = scopes

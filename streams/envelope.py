@@ -11,6 +11,7 @@ Envelope (identical on SSE, WebSocket, history and CLI output)::
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,24 @@ ZERO_ID: StreamId = (0, 0)
 
 class InvalidEvent(ValueError):
     """A channel, type, key, id or payload that the contract does not allow."""
+
+
+NOT_FINITE = "data must not hold NaN, Infinity or numbers beyond a double (e.g. 1e999)"
+
+
+def check_finite(value: Any) -> None:
+    """Refuse a float that is not finite anywhere in ``value``: JSON has no such number
+    (Python's parser takes ``NaN``, ``Infinity`` and ``1e999``; orjson would write ``null``)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidEvent(NOT_FINITE)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
 
 
 def check_type(event_type: str) -> str:
@@ -74,6 +93,8 @@ def envelope_tail(
         encoded = orjson.dumps(body)
     except TypeError as exc:
         raise InvalidEvent(f"data is not JSON-serialisable: {exc}") from exc
+    if b"null" in encoded:  # a float that is not finite is written as null: look for one
+        check_finite(data)
     if len(encoded) > max_bytes:
         raise InvalidEvent(f"event is {len(encoded)} bytes; the limit is {max_bytes}")
     return b"," + encoded[1:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +20,7 @@ from models import File, session_scope
 from services.access import NotFound, parse_file_id
 from services.event_types import is_reserved
 from streams.channels import check_channel
-from streams.envelope import InvalidEvent, control_envelope, format_id, parse_id
+from streams.envelope import InvalidEvent, check_finite, control_envelope, format_id, parse_id
 from streams.history import plan_resume
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -153,10 +152,10 @@ async def publish_event(
         )
     if not principal.may_publish_to(channel):
         raise forbidden(f"this token may not publish to {channel} (its 'channels' claim)")
-    if not finite(event.data):
-        raise HTTPException(
-            422, "data must not hold NaN, Infinity or numbers beyond a double (e.g. 1e999)"
-        )
+    try:
+        check_finite(event.data)
+    except InvalidEvent as exc:
+        raise HTTPException(422, str(exc)) from None
     await _file_exists(state, channel)
     await state.limits.check("publish", token)
     try:
@@ -169,22 +168,6 @@ async def publish_event(
     except (RedisError, OSError) as exc:
         raise HTTPException(503, "Redis is unreachable; try again shortly") from exc
     return EventCreated(id=event_id)
-
-
-def finite(value: Any) -> bool:
-    """False if ``value`` holds a float that is not finite: JSON has no such number (Python's
-    parser takes ``NaN``, ``Infinity`` and ``1e999``; the envelope would carry ``null``)."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return False
-        elif isinstance(item, dict):
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-    return True
 
 
 async def _file_exists(state: AppState, channel: str) -> None:

@@ -16,6 +16,7 @@ import redis
 
 from core.settings import get_settings
 from finrt.embedded_redis import free_port
+from streams.keys import history_key
 from streams.publish import Publisher, publish
 from tests.support import BIN, ROOT
 
@@ -100,8 +101,31 @@ def test_bad_token_input_is_a_clear_error(env):
     assert_clear_error(run(env, "token", "not a user!"), 2, "user id must be")
     result = run(env, "token", "bob", env="production", jwt_secret="short")
     assert_clear_error(result, 2, "configuration error", "FINRT_JWT_SECRET")
+    result = run(env, "token", "bob", "--ttl", "999999999999")
+    assert_clear_error(result, 2, "the token would expire after the year 9999")
     good = run(env, "token", "bob", "--scope", "publish")
     assert good.returncode == 0 and good.stdout.count(".") == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    ['{"v": NaN}', '{"v": [1, Infinity]}', '{"v": -Infinity}', '{"v": {"w": 1e999}}'],
+    ids=["nan", "infinity", "minus-infinity", "beyond-a-double"],
+)
+def test_publish_refuses_numbers_json_does_not_have(env, redis_client, user, data):
+    """Python's JSON parser takes them; stored, they would be ``null``."""
+    channel = f"user:{user}"
+    result = run(env, "publish", channel, "greeting", data)
+    assert_clear_error(result, 2, "data must not hold NaN, Infinity or numbers beyond a double")
+    assert redis_client.exists(history_key(get_settings().redis_prefix, channel)) == 0
+
+
+def test_publish_refuses_integers_beyond_64_bits(env, redis_client, user):
+    result = run(env, "publish", f"user:{user}", "greeting", f'{{"v": {2**64}}}')
+    assert_clear_error(result, 2, "Integer exceeds 64-bit range")
+    ok = run(env, "publish", f"user:{user}", "greeting", f'{{"v": {2**63 - 1}, "w": null}}')
+    assert ok.returncode == 0, ok.stderr
+    assert redis_client.xlen(history_key(get_settings().redis_prefix, f"user:{user}")) == 1
 
 
 def _drain(fd: int, into: bytearray) -> None:
