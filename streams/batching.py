@@ -132,6 +132,21 @@ async def eval_many(
     raise AssertionError("unreachable")
 
 
+def per_key_scripts(lua: str, shared: int, *, each: bool = False) -> tuple[str, str]:
+    """The two scripts :func:`eval_batch` takes, written once: ``lua`` defines
+    ``local function one(key, <shared arguments>[, the key's own argument])`` (after anything to
+    compute once per call, such as the time). The single script returns ``one`` of ``KEYS[1]``;
+    the batch script a list of ``one`` of each key, the i-th key's own argument at
+    ``ARGV[shared + i]``."""
+    common = [f"ARGV[{n}]" for n in range(1, shared + 1)]
+    single = ", ".join(["KEYS[1]", *common, *([f"ARGV[{shared + 1}]"] if each else [])])
+    batch = ", ".join(["KEYS[i]", *common, *([f"ARGV[{shared} + i]"] if each else [])])
+    return (
+        f"{lua}\nreturn one({single})\n",
+        f"{lua}\nlocal out = {{}}\nfor i = 1, #KEYS do out[i] = one({batch}) end\nreturn out\n",
+    )
+
+
 async def eval_batch(
     client: aioredis.Redis,
     batch_script: Any,

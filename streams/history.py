@@ -7,7 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams.batching import TurnBatcher, eval_batch
+from streams.batching import TurnBatcher, eval_batch, per_key_scripts
 from streams.envelope import Event, StreamId, format_id, join_envelope, parse_id
 from streams.keys import history_key
 
@@ -30,42 +30,25 @@ def event_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
 # streams/publish.py): while the stream's first entry is still marked, nothing was ever trimmed
 # from it, so a position older than it was lost with an earlier stream, not trimmed (the 4th
 # value returned, ``whole``).
-BOUNDS_LUA = """
-local existed = redis.call('EXISTS', KEYS[1])
-if existed == 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', '1')
-  local ttl = tonumber(ARGV[2])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-end
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local whole, fields = 0, first[1][2]
-for j = 1, #fields, 2 do
-  if fields[j] == 'm' or fields[j] == 'g' then whole = 1 end
-end
-return {existed, first[1][1], last[1][1], whole}
-"""
-
-# The same for a batch of opens (streams/batching.py eval_batch): KEYS the channels' streams.
-BOUNDS_BATCH_LUA = """
-local maxlen, ttl = ARGV[1], tonumber(ARGV[2])
-local out = {}
-for i = 1, #KEYS do
-  local existed = redis.call('EXISTS', KEYS[i])
+BOUNDS_LUA, BOUNDS_BATCH_LUA = per_key_scripts(
+    """
+local function one(key, maxlen, ttl)
+  local existed = redis.call('EXISTS', key)
   if existed == 0 then
-    redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'm', '1')
-    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+    redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', '1')
+    if tonumber(ttl) > 0 then redis.call('EXPIRE', key, ttl) end
   end
-  local first = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
-  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   local whole, fields = 0, first[1][2]
   for j = 1, #fields, 2 do
     if fields[j] == 'm' or fields[j] == 'g' then whole = 1 end
   end
-  out[i] = {existed, first[1][1], last[1][1], whole}
+  return {existed, first[1][1], last[1][1], whole}
 end
-return out
-"""
+""",
+    shared=2,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,71 +23,54 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.batching import TurnBatcher, eval_batch
+from streams.batching import TurnBatcher, eval_batch, per_key_scripts
 
 log = logging.getLogger("finrt.hub")
 
-# KEYS[1]: the user's leases. ARGV: limit, lease seconds, member. 1: taken, 0: full.
-ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 2))
-return 1
-"""
-# The same for a batch of opens (streams/batching.py eval_batch): KEYS[i] the i-th stream's
-# user's leases, ARGV: limit, lease seconds, then the i-th stream's member at ARGV[2 + i].
-ACQUIRE_BATCH_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ttl = math.ceil(lease * 2)
-local taken = {}
-for i = 1, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
-    taken[i] = 0
-  else
-    redis.call('ZADD', KEYS[i], now + lease, ARGV[2 + i])
-    redis.call('EXPIRE', KEYS[i], ttl)
-    taken[i] = 1
-  end
-end
-return taken
-"""
-# KEYS[1]: the user's leases. ARGV: lease seconds, the members held by this process, separated
-# by spaces (each renewed only if still there).
-RENEW_LUA = """
-local t = redis.call('TIME')
-local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
-for m in string.gmatch(ARGV[2], '%S+') do redis.call('ZADD', KEYS[1], 'XX', until_, m) end
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 2))
-return 1
-"""
-# The same for a batch of users: KEYS[i] the i-th user's leases, its members at ARGV[1 + i].
-RENEW_BATCH_LUA = """
-local t = redis.call('TIME')
-local lease = tonumber(ARGV[1])
-local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + lease
-local ttl = math.ceil(lease * 2)
-local done = {}
-for i = 1, #KEYS do
-  for m in string.gmatch(ARGV[1 + i], '%S+') do redis.call('ZADD', KEYS[i], 'XX', until_, m) end
-  redis.call('EXPIRE', KEYS[i], ttl)
-  done[i] = 1
-end
-return done
-"""
+# Each script in two forms (streams/batching.py per_key_scripts): for one user's leases (KEYS[1])
+# and for a batch of opens, renewals or closes (KEYS[i] the i-th user's leases).
 
-# KEYS[1]: the user's leases, ARGV[1]: the member to drop; and the same for a batch of closes.
-RELEASE_LUA = "return redis.call('ZREM', KEYS[1], ARGV[1])"
-RELEASE_BATCH_LUA = """
-local dropped = {}
-for i = 1, #KEYS do dropped[i] = redis.call('ZREM', KEYS[i], ARGV[i]) end
-return dropped
-"""
+# ARGV: limit, lease seconds, then the stream's member. 1: taken, 0: full.
+ACQUIRE_LUA, ACQUIRE_BATCH_LUA = per_key_scripts(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function one(key, limit, lease, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(limit) then return 0 end
+  redis.call('ZADD', key, now + tonumber(lease), member)
+  redis.call('EXPIRE', key, math.ceil(tonumber(lease) * 2))
+  return 1
+end
+""",
+    shared=2,
+    each=True,
+)
+# ARGV: lease seconds, then the members held by this process, separated by spaces (each renewed
+# only if still there).
+RENEW_LUA, RENEW_BATCH_LUA = per_key_scripts(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function one(key, lease, members)
+  for m in string.gmatch(members, '%S+') do
+    redis.call('ZADD', key, 'XX', now + tonumber(lease), m)
+  end
+  redis.call('EXPIRE', key, math.ceil(tonumber(lease) * 2))
+  return 1
+end
+""",
+    shared=1,
+    each=True,
+)
+# ARGV: the member to drop.
+RELEASE_LUA, RELEASE_BATCH_LUA = per_key_scripts(
+    """
+local function one(key, member) return redis.call('ZREM', key, member) end
+""",
+    shared=0,
+    each=True,
+)
 
 
 def leases_key(prefix: str, user_id: str) -> str:
