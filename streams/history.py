@@ -137,6 +137,10 @@ class Page:
     more: bool
 
 
+# Why a client is told to refetch its snapshot (a ``reset`` event's ``reason``).
+RESET_REASONS = ("history_lost", "history_trimmed")
+
+
 @dataclass(frozen=True, slots=True)
 class ResumePlan:
     """``reset``: why the client must refetch its snapshot (None: no reset). ``replay``: read

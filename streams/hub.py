@@ -27,7 +27,7 @@ from streams._pubsub import SubscriberProtocol
 from streams.delivery_counts import DeliveryCounter
 from streams.envelope import Event, StreamId, control_envelope, format_id
 from streams.expiry import Expiries
-from streams.history import PAGE, Bounds, HistoryReader, ResumePlan, plan_resume
+from streams.history import PAGE, RESET_REASONS, Bounds, HistoryReader, ResumePlan, plan_resume
 from streams.keys import channel_from_pubsub
 from streams.leases import StreamLeases
 from streams.metrics import DeliveryLag
@@ -89,7 +89,9 @@ class Stats:
 
     def __init__(self) -> None:
         self.events_in = self.deliveries = self.flushes = 0
-        self.slow_closed = self.resumes = self.resets = self.reconnects = self.closed = 0
+        self.slow_closed = self.resumes = self.reconnects = self.closed = 0
+        # by reason (streams.history.RESET_REASONS): a restart's resets are not a trimmed one's
+        self.resets: dict[str, int] = dict.fromkeys(RESET_REASONS, 0)
         self.unresponsive = 0  # links dropped for not answering a PING in time
 
 
@@ -389,7 +391,7 @@ class Hub(RedisLink):
             await sub.write_now(await self.presence.greeting(sub))
         for name, bounds, plan in plans:
             if plan.reset is not None:
-                self.stats.resets += 1
+                self.stats.resets[plan.reset] = self.stats.resets.get(plan.reset, 0) + 1
                 await sub.write_now([self._reset_frame(sub, name, plan.reset)])
             if not plan.replay:
                 continue
@@ -433,7 +435,7 @@ class Hub(RedisLink):
         sub.positions[channel] = position
         if sub.written is not None:
             sub.written[channel] = position
-        self.stats.resets += 1
+        self.stats.resets[reason] = self.stats.resets.get(reason, 0) + 1
         sub.queue_raw(self._reset_frame(sub, channel, reason))
         self.mark(sub)
 

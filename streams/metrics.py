@@ -135,11 +135,6 @@ class HubCollector(Collector):
             ),
             ("resumes", "Streams that resumed from history after a Last-Event-ID.", stats.resumes),
             (
-                "resets",
-                "Reset events sent: history no longer reached a client's position.",
-                stats.resets,
-            ),
-            (
                 "redis_reconnects",
                 "Times the pub/sub link to Redis was re-established.",
                 stats.reconnects,
@@ -153,6 +148,16 @@ class HubCollector(Collector):
         )
         for name, text, value in counters:
             yield CounterMetricFamily(f"finrt_{name}", text, value=value)
+        resets = CounterMetricFamily(
+            "finrt_resets",
+            "Reset events sent: history no longer reached a client's position, by reason "
+            "(history_lost: the channel's history began after it, e.g. a Redis restart; "
+            "history_trimmed: older than FINRT_HISTORY_MAXLEN events).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.resets.items()):
+            resets.add_metric([reason], count)
+        yield resets
         counter = hub.delivery_counter
         claimed = CounterMetricFamily(
             "finrt_hub_notifications_claimed",

@@ -62,6 +62,20 @@ async def test_stream_series_move_as_events_flow(start_api, env, token, user, ma
     after = await _until(lambda: s if _open(s := scrape(api.url), "sse", "user") == 0 else None)
     assert value(after, "finrt_resumes_total") >= 1
     assert value(after, "finrt_events_delivered_total") >= 8
+    assert value(after, "finrt_resets_total", reason="history_lost") == 0
+
+    # A position from before the channel's history began (Redis restarted without persistence,
+    # or a client's stale id) is a reset, counted by its reason.
+    async with sse(url, token(user), last_event_id="1-0") as stream:
+        reset = await stream.events(1)
+    assert reset[0].event == "reset" and reset[0].envelope["data"]["reason"] == "history_lost"
+    reasons = await _until(
+        lambda: (
+            s if value(s := scrape(api.url), "finrt_resets_total", reason="history_lost") else None
+        )
+    )
+    assert value(reasons, "finrt_resets_total", reason="history_lost") == 1
+    assert value(reasons, "finrt_resets_total", reason="history_trimmed") == 0
 
 
 async def test_websocket_and_file_connections_are_counted_by_kind(
