@@ -1,4 +1,5 @@
-"""Per-token rate limits on publishing and uploading (FINRT_PUBLISH_RATE, FINRT_UPLOAD_RATE).
+"""Per-token rate limits on publishing, uploading and requesting reports (FINRT_PUBLISH_RATE,
+FINRT_UPLOAD_RATE, FINRT_REPORT_RATE).
 
 The counters live in Redis, so every API process shares them: a moving window per token and
 action (the `limits` library, on the API's own redis-py connection pool), under
@@ -30,8 +31,8 @@ from streams.connect import is_cluster
 
 log = logging.getLogger("finrt.api.limits")
 
-Action = Literal["publish", "upload"]
-_ACTING = {"publish": "publishing", "upload": "uploading"}
+Action = Literal["publish", "upload", "report"]
+_ACTING = {"publish": "publishing", "upload": "uploading", "report": "requesting reports"}
 # At most one "Redis unreachable" warning this often, however many requests pass meanwhile.
 WARN_EVERY_SECONDS = 30.0
 
@@ -78,6 +79,7 @@ class RateLimits:
         self.rates: dict[Action, RateLimitItem | None] = {
             "publish": parse_rate(settings.publish_rate),
             "upload": parse_rate(settings.upload_rate),
+            "report": parse_rate(settings.report_rate),
         }
         self._warned_at = -math.inf
 

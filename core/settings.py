@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     # `limits` library ("100/second", "10 per minute"); empty for no limit.
     publish_rate: str = "100/second"
     upload_rate: str = "10/minute"
+    report_rate: str = "10/minute"
     # What a client may cost before it is known (api/http_guard.py, api/body_guard.py):
     # request line and headers, the time to send them, and a request body (uploads excepted:
     # FINRT_UPLOAD_MAX_BYTES).
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     # Test hook: report building waits this long first (to kill a worker mid-report).
     report_delay_seconds: float = Field(0.0, ge=0)
 
-    @field_validator("publish_rate", "upload_rate")
+    @field_validator("publish_rate", "upload_rate", "report_rate")
     @classmethod
     def _one_rate(cls, value: str, info: ValidationInfo) -> str:
         try:

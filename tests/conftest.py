@@ -61,6 +61,7 @@ ENV = {
     # tests/api/test_abuse_limits.py starts servers with small rates of their own.
     "FINRT_PUBLISH_RATE": "10000/second",
     "FINRT_UPLOAD_RATE": "1000/minute",
+    "FINRT_REPORT_RATE": "1000/minute",
 }
 os.environ.update(ENV)
 

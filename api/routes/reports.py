@@ -13,8 +13,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, SettingsDep, StateDep
+from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
 from api.errors import UNPARSABLE_BODY, forbidden, not_found
+from api.limits import rate_limited_response
 from api.routes.files import FileIdPath, reader_file
 from core.settings import Settings
 from domain.reports import REPORT_CONTENT_TYPES
@@ -94,15 +95,22 @@ def _send(s: Settings, report_id: int, job_id: str) -> None:
         403: {},
         404: {},
         409: {"description": "the file is not processed"},
+        429: rate_limited_response("FINRT_REPORT_RATE"),
         503: {"description": "the task queue is unreachable; nothing was stored or sent"},
     },
 )
 async def request_report(
-    file_id: FileIdPath, body: ReportCreate, state: StateDep, principal: CurrentUser
+    file_id: FileIdPath,
+    body: ReportCreate,
+    state: StateDep,
+    principal: CurrentUser,
+    token: BearerToken,
 ) -> ReportAccepted:
     """Request a report (owner or member); ``report_status`` events follow on the file's
-    channel and the caller's."""
+    channel and the caller's. Every request counts against FINRT_REPORT_RATE; one refused
+    with 429 does not."""
     s = state.settings
+    await state.limits.check("report", token)
     report_id, job_id = await run_in_threadpool(_create, s, principal.user_id, file_id, body.format)
     # The row is stored without events; they follow only once its task is queued, so a
     # request refused with 503 leaves nothing behind (no row, no event).

@@ -1,6 +1,7 @@
 """Every abuse limit refuses with a clear status and JSON detail, and a refusal changes nothing.
 
-Per-token rates on publishing and uploading (FINRT_PUBLISH_RATE, FINRT_UPLOAD_RATE, counted in
+Per-token rates on publishing, uploading and requesting reports (FINRT_PUBLISH_RATE,
+FINRT_UPLOAD_RATE, FINRT_REPORT_RATE, counted in
 Redis), the per-user stream cap, the event size limit and the channel cap of one stream; each
 against a real API process with small limits of its own.
 """
@@ -59,7 +60,7 @@ async def _file_ids(client: httpx.AsyncClient, token: str) -> list[int]:
 
 
 @pytest.mark.parametrize("bad", ["abc", "0/second", "10/minute;100/hour", "5/fortnight", "-1/s"])
-@pytest.mark.parametrize("field", ["publish_rate", "upload_rate"])
+@pytest.mark.parametrize("field", ["publish_rate", "upload_rate", "report_rate"])
 def test_a_bad_rate_fails_settings_validation_naming_the_variable(field, bad):
     with pytest.raises(ValidationError) as info:
         Settings(**{field: bad})
@@ -225,6 +226,36 @@ async def test_uploading_over_the_rate_is_429_before_the_body_and_stores_nothing
         r = await _upload(client, second)
         assert r.status_code == 202, r.text
         assert await _file_ids(client, mine) == sorted([*accepted, r.json()["file_id"]])
+
+
+# -- requesting reports ----------------------------------------------------------------------
+
+
+async def test_requesting_reports_over_the_rate_is_429_and_queues_nothing(
+    start_api, token, user, make_file
+):
+    """A report holds a worker for as long as it takes: one token cannot fill the queue that
+    everyone's uploads share."""
+    server = start_api(report_rate="2/minute")
+    mine, file_id = token(user), make_file(user)
+    url = f"/api/v1/files/{file_id}/reports"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        accepted = [
+            await client.post(url, json={"format": f}, headers=_bearer(mine))
+            for f in ("csv", "pdf")
+        ]
+        assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+        refused = await client.post(url, json={"format": "xlsx"}, headers=_bearer(mine))
+        _retry_after(refused, 60)
+        assert (
+            "requesting reports is limited to 2 per 1 minute per token"
+            in (refused.json()["detail"])
+        )
+        listed = await client.get(url, headers=_bearer(mine))
+        # Uploads have a budget of their own.
+        uploaded = await _upload(client, mine)
+    assert sorted(r["format"] for r in listed.json()["reports"]) == ["csv", "pdf"]
+    assert uploaded.status_code == 202, uploaded.text
 
 
 async def test_without_redis_the_limits_let_requests_meet_the_clear_503(start_api, token, user):
