@@ -30,11 +30,16 @@ log = logging.getLogger("finrt.hub")
 # Each script in two forms (streams/batching.py per_key_scripts): for one user's leases (KEYS[1])
 # and for a batch of opens, renewals or closes (KEYS[i] the i-th user's leases).
 
-# ARGV: limit, lease seconds, then the stream's member. 1: taken, 0: full.
-ACQUIRE_LUA, ACQUIRE_BATCH_LUA = per_key_scripts(
-    """
+# Redis's clock, read once per call (whole seconds and microseconds).
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# ARGV: limit, lease seconds, then the stream's member. 1: taken, 0: full.
+ACQUIRE_LUA, ACQUIRE_BATCH_LUA = per_key_scripts(
+    _NOW
+    + """
 local function one(key, limit, lease, member)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= tonumber(limit) then return 0 end
@@ -49,9 +54,8 @@ end
 # ARGV: lease seconds, then the members held by this process, separated by spaces (each renewed
 # only if still there).
 RENEW_LUA, RENEW_BATCH_LUA = per_key_scripts(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    _NOW
+    + """
 local function one(key, lease, members)
   for m in string.gmatch(members, '%S+') do
     redis.call('ZADD', key, 'XX', now + tonumber(lease), m)
