@@ -287,7 +287,9 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
     it is in the channel's Redis history)."""
     from streams.keys import history_key
 
-    relay = relay_cls(settings, debounce_seconds=3600)  # no recalculation tasks here
+    # As in production, each change's recalculation is queued (under this run's prefix, deleted
+    # below; no worker runs it) before its event is published.
+    relay = relay_cls(settings)
     thread = threading.Thread(target=relay.run, daemon=True)
     thread.start()
     client = redis.Redis.from_url(settings.redis_url)
@@ -322,7 +324,7 @@ def _latency(conn: Any, file_id: int, relay_cls: Any, settings: Any, redis: Any)
             except queue.Empty:
                 continue
         for leftover in list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)):
-            client.delete(leftover)  # history and dedupe keys of this run's own prefix
+            client.delete(leftover)  # history, dedupe and task keys of this run's own prefix
         return {
             "latency_samples": len(to_sse),
             "latency_p50_ms": _pct(to_sse, 0.5) if to_sse else None,

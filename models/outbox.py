@@ -165,10 +165,17 @@ def _read_unpublished(url: str, query: Select[OutboxEvent]) -> list[_Row]:
         ]
 
 
-def _publish_rows(url: str, rows: list[_Row]) -> int:
+# Called with the rows (channel, type, data) about to be published; if it raises, none are.
+BeforePublish = Callable[[list[tuple[str, str, str]]], None]
+
+
+def _publish_rows(url: str, rows: list[_Row], before_publish: BeforePublish | None = None) -> int:
     """Publish ``rows`` in order, then mark those done in one short write transaction (also
     when Redis fails partway, before the error is raised)."""
     from streams.publish import default_publisher
+
+    if before_publish is not None and rows:
+        before_publish([(row.channel, row.type, row.data) for row in rows])
 
     publisher = default_publisher()
     done: list[dict[str, Any]] = []
@@ -211,24 +218,24 @@ def flush_outbox(
     channels: set[str] | None = None,
     *,
     limit: int = 1000,
-    seen: Callable[[str, str, str], None] | None = None,
+    before_publish: BeforePublish | None = None,
 ) -> int:
-    """Publish unpublished rows (of ``channels``, or all), oldest first; returns how many.
-
-    ``seen(channel, type, data_json)`` is called for each row about to be published.
-    """
+    """Publish unpublished rows (of ``channels``, or all), oldest first; returns how many."""
     query = select(OutboxEvent).where(OutboxEvent.published_at.is_(None))
     if channels is not None:
         query = query.where(OutboxEvent.channel.in_(sorted(channels)))
     with _channel_turn(channels):
         rows = _read_unpublished(url, query.order_by(OutboxEvent.id).limit(limit))
-        if seen is not None:
-            for row in rows:
-                seen(row.channel, row.type, row.data)
-        return _publish_rows(url, rows)
+        return _publish_rows(url, rows, before_publish)
 
 
-def sweep_outbox(url: str, *, older_than_seconds: float = 5.0, limit: int = 1000) -> int:
+def sweep_outbox(
+    url: str,
+    *,
+    older_than_seconds: float = 5.0,
+    limit: int = 1000,
+    before_publish: BeforePublish | None = None,
+) -> int:
     """Publish rows left behind (Redis was down, a process died). Returns how many."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     query = (
@@ -237,7 +244,7 @@ def sweep_outbox(url: str, *, older_than_seconds: float = 5.0, limit: int = 1000
         .order_by(OutboxEvent.id)
         .limit(limit)
     )
-    return _publish_rows(url, _read_unpublished(url, query))
+    return _publish_rows(url, _read_unpublished(url, query), before_publish)
 
 
 def count_refused(url: str) -> int:

@@ -48,6 +48,9 @@ def send_generate_report(settings: Settings, report_id: int, job_id: str) -> Non
     )
 
 
-def send_recalculate(settings: Settings, file_id: int) -> None:
-    """Queue the recalculation of a file changed outside the application (the relay)."""
-    producer(settings).send_task(RECALCULATE_FILE, args=[file_id], queue=settings.celery_queue)
+def send_recalculate(settings: Settings, file_id: int, *, countdown: float = 0.0) -> None:
+    """Queue the recalculation of a file changed outside the application, to run ``countdown``
+    seconds from now (workers/recalculations.py)."""
+    producer(settings).send_task(
+        RECALCULATE_FILE, args=[file_id], queue=settings.celery_queue, countdown=countdown or None
+    )

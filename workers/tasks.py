@@ -39,6 +39,7 @@ from workers.periodic import (
 )
 from workers.processing import fail_processing, process_upload
 from workers.progress import FileProgress, ReportProgress
+from workers.recalculations import Recalculations
 from workers.reporting import generate_report
 
 log = logging.getLogger("finrt.workers")
@@ -173,11 +174,19 @@ def generate_report_task(report_id: int) -> str:
 
 @_task(base=PeriodicTask, name="finrt.sweep_outbox")
 def sweep_outbox() -> int:
-    """Publish outbox rows left behind (Redis was down, a process died after its commit)."""
+    """Publish outbox rows left behind (Redis was down, a process died after its commit), and
+    queue the recalculations that changes made outside the application ask for (no relay ran)."""
     s = get_settings()
-    published = sweep_outbox_rows(s.database_url, older_than_seconds=s.outbox_sweep_age_seconds)
+    recalculations = Recalculations(s)
+    published = sweep_outbox_rows(
+        s.database_url,
+        older_than_seconds=s.outbox_sweep_age_seconds,
+        before_publish=recalculations.before_publish,
+    )
     if published:
         log.warning("outbox sweeper published %d events left behind", published)
+    for file_id in recalculations.queued:
+        log.warning("outbox sweeper: file %s changed outside the application", file_id)
     return published
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import kombu.exceptions
 import psycopg
 import pytest
 import redis
@@ -484,6 +485,93 @@ async def test_a_change_made_while_no_relay_runs_is_published_and_recalculated_a
     assert seen[0].event == "financial_data_update", seen
     revenue = [e.envelope["data"] for e in seen if e.event == "metric_update"]
     assert any(m["name"] == "revenue" and m["value"].startswith("3000") for m in revenue), revenue
+
+
+def _revenue(seen: list[Any]) -> list[str]:
+    return [
+        e.envelope["data"]["value"]
+        for e in seen
+        if e.event == "metric_update" and e.envelope["data"]["name"] == "revenue"
+    ]
+
+
+def _set_revenue(file_id: int, amount: str) -> None:
+    with outside() as conn:
+        conn.execute(
+            "UPDATE financial_rows SET amount = %s "
+            "WHERE file_id = %s AND period = '2026-02' AND line_item = 'revenue'",
+            (amount, file_id),
+        )
+        conn.commit()
+
+
+async def test_a_relay_killed_right_after_publishing_a_change_leaves_its_recalculation_queued(
+    producers_api: ApiServer, celery_worker: Any, worker_env: dict[str, str], start_relay: Any
+) -> None:
+    """The recalculation is in the broker before the change's event is published: the relay
+    dying the moment after (no other relay runs) loses nothing."""
+    relay = start_relay()
+    user = f"dbk{time.monotonic_ns()}"
+    file_id = await processed_file(producers_api, worker_env, user)
+    await asyncio.to_thread(wait_until, lambda: relay.active, 30, "the relay")
+    url = f"{producers_api.url}/api/v1/stream/files/{file_id}"
+    async with sse(url, make_token(worker_env, user)) as stream:
+        await asyncio.sleep(0.5)  # the stream is live
+        await asyncio.to_thread(_set_revenue, file_id, "4000.00")
+        first = await events_until(stream, lambda got: any(e.event == FINANCIAL for e in got), 30)
+        relay.kill()  # SIGKILL, well within the burst's window
+        seen = await events_until(stream, lambda got: bool(_revenue(got)), 60)
+    assert [e.event for e in first] == [FINANCIAL], first
+    assert _revenue(seen)[-1].startswith("4000"), _revenue(seen)
+
+
+async def test_a_change_the_sweeper_publishes_for_want_of_a_relay_is_recalculated_too(
+    producers_api: ApiServer, celery_worker: Any, worker_env: dict[str, str]
+) -> None:
+    from workers.tasks import sweep_outbox
+
+    user = f"dbs{time.monotonic_ns()}"
+    file_id = await processed_file(producers_api, worker_env, user)
+    await asyncio.to_thread(_set_revenue, file_id, "5000.00")
+    url = f"{producers_api.url}/api/v1/stream/files/{file_id}"
+    async with sse(url, make_token(worker_env, user)) as stream:
+        await assert_quiet(stream, 1)  # no relay runs
+        await asyncio.sleep(get_settings().outbox_sweep_age_seconds)  # the row is left behind
+        assert await asyncio.to_thread(sweep_outbox) >= 1
+        seen = await events_until(stream, lambda got: bool(_revenue(got)), 60)
+    assert seen[0].event == FINANCIAL, seen
+    assert _revenue(seen)[-1].startswith("5000"), _revenue(seen)
+
+
+def test_a_change_whose_recalculation_cannot_be_queued_stays_unpublished_until_it_can(
+    user: str,
+) -> None:
+    """Without the broker the rows that ask for a recalculation are left for the next flush
+    (the relay's next round, or the sweeper), not published without it."""
+    from finrt.embedded_redis import free_port
+    from models.outbox import flush_outbox
+    from workers.recalculations import Recalculations
+
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        file_id = _outside_file(conn, user, "r.csv")
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) VALUES (%s, 1, '2026-01', 'income', 'revenue', '1.00', 'USD')",
+            (file_id,),
+        )
+        conn.commit()
+    s = get_settings()
+    channel = f"file:{file_id}"
+    dead = s.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with pytest.raises(kombu.exceptions.OperationalError):
+        flush_outbox(s.database_url, {channel}, before_publish=Recalculations(dead).before_publish)
+    assert stored(channel) == []
+    assert unpublished() >= 1
+    recalculations = Recalculations(s)
+    assert flush_outbox(s.database_url, {channel}, before_publish=recalculations.before_publish)
+    assert recalculations.queued == [file_id]
+    assert [e["type"] for e in stored(channel)] == [FINANCIAL]
 
 
 def test_forty_outside_writers_at_once_each_get_their_own_summaries(user: str) -> None:
