@@ -143,8 +143,8 @@ def main() -> int:
         result: dict[str, Any] = {"rows": ROWS, "rounds": ROUNDS, "revision": REVISION}
         result.update(_throughput(conns, file_ids))
         live = conns["with"]
+        live.execute("SET LOCAL finrt.origin = 'app'")  # emptied and refilled silently
         live.execute("TRUNCATE financial_rows, outbox")
-        live.execute("SET LOCAL finrt.origin = 'app'")  # rows to update, written silently
         live.execute(INSERT, (file_ids["with"], list(range(LATENCY_SAMPLES))))
         live.commit()
         result.update(_latency(live, file_ids["with"], Relay, get_settings(), redis))
@@ -206,6 +206,8 @@ def _one_size(
     names = list(conns)
     for round_no in range(-1, ROUNDS):
         for conn in conns.values():
+            # As the application (migration 0014 refuses an outside TRUNCATE: unannounced).
+            conn.execute("SET LOCAL finrt.origin = 'app'")
             conn.execute("TRUNCATE financial_rows, outbox")
             conn.commit()
         for kind in ("insert", "update"):

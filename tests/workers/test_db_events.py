@@ -574,6 +574,44 @@ def test_a_change_whose_recalculation_cannot_be_queued_stays_unpublished_until_i
     assert [e["type"] for e in stored(channel)] == [FINANCIAL]
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "financial_rows",
+        "file_parameters",
+        "report_exports",
+        "notifications",
+        "files",
+        "file_members",
+    ],
+)
+def test_a_truncate_from_outside_is_refused_and_truncates_nothing(table: str, user: str) -> None:
+    """TRUNCATE fires none of the triggers that announce a change: refused, with the way out."""
+    with outside() as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (%s, now())", (user,))
+        file_id = _outside_file(conn, user, "t.csv")
+        conn.execute(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) VALUES (%s, 1, '2026-01', 'income', 'revenue', '1.00', 'USD')",
+            (file_id,),
+        )
+        conn.commit()
+        before = conn.execute("SELECT count(*) FROM financial_rows").fetchone()
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            conn.execute(f"TRUNCATE {table} CASCADE")
+        conn.rollback()
+        after = conn.execute("SELECT count(*) FROM financial_rows").fetchone()
+        # As the application (no events wanted): allowed; rolled back here, the data is shared.
+        conn.execute("SET LOCAL finrt.origin = 'app'")
+        conn.execute(f"TRUNCATE {table} CASCADE")
+        conn.rollback()
+    assert f"TRUNCATE of {table} is refused" in str(refused.value)
+    hint = refused.value.diag.message_hint
+    assert hint is not None
+    assert hint.split()[:3] == ["DELETE", "FROM", table] and "announces what it removes" in hint
+    assert before == after and before is not None and before[0] >= 1
+
+
 def test_forty_outside_writers_at_once_each_get_their_own_summaries(user: str) -> None:
     """Forty plain connections commit at the same moment, each updating its own rows of the same
     two files (in opposite orders): nobody waits on another's trigger work, nothing fails, and
