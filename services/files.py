@@ -9,6 +9,7 @@ is the worker's part (``workers/processing.py``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import unicodedata
 from decimal import Decimal
 from typing import Any, cast
@@ -35,6 +36,8 @@ from models.financial import FinancialDataRow
 from services.access import ensure_user
 from services.notifications import create_notification
 from streams.channels import USER_ID_RE, file_channel, user_channel
+
+log = logging.getLogger("finrt.files")
 
 __all__ = [
     "MAX_EVENT_POINTS",
@@ -140,10 +143,19 @@ def file_public(file: File, role: str) -> dict[str, Any]:
 
 
 def load_parameters(session: Session, file_id: int) -> dict[str, Decimal]:
+    """The file's parameters. One written outside the application that the API would refuse
+    (``'0,25'``, out of range, an unknown name) is left out, as if unset, and logged: the
+    dashboard, reports and recalculations go on with the rest."""
     rows = session.execute(
         select(FileParameter.name, FileParameter.value).where(FileParameter.file_id == file_id)
     )
-    return {name: Decimal(value) for name, value in rows}
+    found: dict[str, Decimal] = {}
+    for name, value in rows:
+        try:
+            found[name] = validate_parameter(name, value)
+        except ValueError as exc:
+            log.warning("file %s: stored parameter %r ignored: %s", file_id, name[:64], exc)
+    return found
 
 
 def read_rows(session: Session, file_id: int) -> list[FinancialRow]:

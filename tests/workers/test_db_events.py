@@ -612,6 +612,41 @@ def test_a_truncate_from_outside_is_refused_and_truncates_nothing(table: str, us
     assert before == after and before is not None and before[0] >= 1
 
 
+async def test_parameters_written_from_psql_that_the_api_would_refuse_are_left_out(
+    producers_api: ApiServer, celery_worker: Any, worker_env: dict[str, str]
+) -> None:
+    """A comma for a point, a value out of range, a name no dashboard knows: the file's
+    dashboard and its parameter endpoint go on (as if those were unset), never a 500."""
+    user = f"dbp{time.monotonic_ns()}"
+    file_id = await processed_file(producers_api, worker_env, user)
+    with outside() as conn:
+        for name, value in (("tax_rate", "0,25"), ("growth_rate", "20"), ("discount", "1")):
+            conn.execute(
+                "INSERT INTO file_parameters (file_id, name, value, updated_by, updated_at) "
+                "VALUES (%s, %s, %s, %s, now())",
+                (file_id, name, value, user),
+            )
+        conn.commit()
+    base, headers = producers_api.url, {"Authorization": f"Bearer {make_token(worker_env, user)}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        dashboard = await client.get(f"{base}/api/v1/files/{file_id}/dashboard", headers=headers)
+        quarters = await client.get(
+            f"{base}/api/v1/files/{file_id}/dashboard?period=quarter", headers=headers
+        )
+        put = await client.put(
+            f"{base}/api/v1/files/{file_id}/parameters/growth_rate",
+            json={"value": "0.1"},
+            headers=headers,
+        )
+        after = await client.get(f"{base}/api/v1/files/{file_id}/dashboard", headers=headers)
+    assert dashboard.status_code == 200, dashboard.text
+    assert dashboard.json()["parameters"] == {}
+    assert quarters.status_code == 200, quarters.text
+    assert put.status_code == 200, put.text
+    assert after.json()["parameters"] == {"growth_rate": "0.1"}
+    assert "stored parameter 'tax_rate' ignored" in producers_api.log()
+
+
 def test_forty_outside_writers_at_once_each_get_their_own_summaries(user: str) -> None:
     """Forty plain connections commit at the same moment, each updating its own rows of the same
     two files (in opposite orders): nobody waits on another's trigger work, nothing fails, and
