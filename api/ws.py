@@ -35,8 +35,14 @@ class WebSocketSession:
         self.state, self.ws, self.sub = state, ws, sub
 
     def reply(self, message: dict[str, Any]) -> None:
-        self.sub.queue_raw(orjson.dumps(message))
-        self.state.hub.mark(self.sub)
+        sub = self.sub
+        if len(sub.pending) >= sub.limit:
+            # Frames sent, replies never read: as with events (FINRT_CLIENT_BUFFER), the socket
+            # ends rather than the replies piling up in this process.
+            sub.close("slow")
+        else:
+            sub.queue_raw(orjson.dumps(message))
+        self.state.hub.mark(sub)
 
     def error(self, text: str) -> None:
         self.reply({"type": "error", "error": text})
@@ -136,6 +142,8 @@ async def websocket_route(ws: WebSocket) -> None:
                 break
             text = message.get("text")
             await session.handle(text if text is not None else message.get("bytes"))
+            if sub.closing == "slow":  # it reads none of our replies: read no more of it
+                break
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

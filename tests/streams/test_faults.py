@@ -174,6 +174,62 @@ def _read_ids(port: int, path: str, token: str, last_id: str, n: int) -> list[st
     return _ids(_dechunk(body)[0])[:n]
 
 
+def _ws_flood(port: int, token: str, frames: int) -> tuple[int, bytes]:
+    """A WebSocket client that sends ``frames`` tiny frames (each earning an error reply) and
+    reads nothing until it is done; returns how many it could send, and what it then reads."""
+    import base64
+    import os
+
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET /api/v1/ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    one = bytes([0x81, 0x81]) + b"\x00\x00\x00\x00" + b"x"  # masked text "x": invalid JSON
+    sent = 0
+    s.settimeout(5)
+    try:
+        while sent < frames:
+            s.sendall(one * 1000)
+            sent += 1000
+    except OSError:
+        pass  # the server stopped reading (or closed): what a flooder meets
+    s.settimeout(10)
+    got = bytearray()
+    try:
+        while chunk := s.recv(1 << 20):
+            got.extend(chunk)
+    except OSError:
+        pass
+    s.close()
+    return sent, bytes(got)
+
+
+async def test_a_websocket_client_that_sends_but_never_reads_is_closed_and_costs_no_memory(
+    start_api, token, user
+):
+    """Each frame earns a reply (here an error); a client that reads none of them is closed as
+    slow once FINRT_CLIENT_BUFFER replies wait, as an event stream would be."""
+    api = start_api(client_buffer="200")
+    rss_before = rss_kb(api.pid)
+    sent, got = await asyncio.to_thread(_ws_flood, api.port, token(user), 100_000)
+    growth_mb = (rss_kb(api.pid) - rss_before) / 1024
+    # 100,000 replies kept for it would be hundreds of MB (about 3.6 KB each, measured).
+    assert growth_mb < 40, f"server grew {growth_mb:.1f} MB for {sent} frames"
+    assert got.count(b"invalid JSON") <= 1000, "more replies than its buffer were kept for it"
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(f"{api.url}/readyz")).status_code == 200
+
+
 async def test_a_client_that_stops_reading_is_closed_without_slowing_others(start_api, token, user):
     api = start_api(client_buffer="200", history_maxlen="5000")
     channel = f"user:{user}"
