@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -12,7 +13,9 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -133,6 +136,15 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": REDIS_DOWN}, status_code=503, headers={"Retry-After": "2"})
 
 
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, with the JSON written in ASCII: its errors echo the input, and a lone
+    surrogate (``"\\ud800"`` in a JSON body is valid JSON) cannot be encoded as UTF-8, which
+    turned the 422 into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -175,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuardMiddleware)
     app.add_middleware(RequestIdMiddleware, stats=app.state.http_stats)
     app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HubUnavailable, _redis_down)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -81,6 +81,30 @@ async def test_seen_refuses_a_bad_body_with_422(notify, inbox, user, body, expec
     assert (await inbox(user).get(f"{NOTIFICATIONS}/counts")).json()["unseen"] == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "raw"),
+    [
+        ("/seen", "POST", b'{"up_to": "\\ud800"}'),
+        ("/preferences", "PUT", b'{"inbox": "\\udfff"}'),
+    ],
+)
+async def test_a_lone_surrogate_in_a_body_is_a_422_not_a_500(
+    notify, inbox, user, path, method, raw
+):
+    """Valid JSON (an escaped lone surrogate), an invalid value: the 422 echoes it, in ASCII."""
+    notify(user)
+    me = inbox(user)
+    headers = {**me.headers, "Content-Type": "application/json"}
+    response = await me.client.request(
+        method, f"{NOTIFICATIONS}{path}", content=raw, headers=headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"], response.text
+    assert (await me.client.get(f"{NOTIFICATIONS}/counts", headers=me.headers)).json()[
+        "unseen"
+    ] == 1
+
+
 async def test_archive_leaves_the_list_and_the_other_tab_and_unarchive_brings_it_back(
     stream_url, token, notify, inbox, user
 ):
