@@ -24,6 +24,7 @@ from services.notifications import (
     counts,
     iso,
     lock_in_order,
+    not_expired,
     owned,
     parse_id,
     present,
@@ -93,7 +94,7 @@ def archive(
         user_id,
         notification_id,
         now,
-        Notification.archived_at.is_(None),
+        Notification.archived_at.is_(None) & Notification.is_dismissed.is_(False),
         {"archived_at": now},
     )
     figures = counts(session, user_id, now)
@@ -120,7 +121,7 @@ def unarchive(
         user_id,
         notification_id,
         now,
-        Notification.archived_at.is_not(None),
+        Notification.archived_at.is_not(None) & Notification.is_dismissed.is_(False),
         {"archived_at": None},
     )
     figures = counts(session, user_id, now)
@@ -182,7 +183,8 @@ def snooze(
         user_id,
         notification_id,
         now,
-        or_(Notification.snoozed_until.is_(None), Notification.snoozed_until != until),
+        or_(Notification.snoozed_until.is_(None), Notification.snoozed_until != until)
+        & Notification.is_dismissed.is_(False),
         {"snoozed_until": until},
     )
     figures = counts(session, user_id, now)
@@ -208,7 +210,12 @@ def wake_due(session: Session, now: datetime | None = None) -> list[str]:
     due = list(
         session.execute(
             select(Notification.id, Notification.user_id, Notification.snoozed_until)
-            .where(Notification.snoozed_until <= now)
+            # A dismissed one is gone for good, an expired one has vanished: neither wakes.
+            .where(
+                Notification.snoozed_until <= now,
+                Notification.is_dismissed.is_(False),
+                not_expired(now),
+            )
             .order_by(Notification.snoozed_until)
             .limit(TICK_BATCH)
         )
@@ -217,7 +224,12 @@ def wake_due(session: Session, now: datetime | None = None) -> list[str]:
     for nid, user_id, until in due:
         result = session.execute(
             update(Notification)
-            .where(Notification.id == nid, Notification.snoozed_until == until)
+            .where(
+                Notification.id == nid,
+                Notification.snoozed_until == until,
+                Notification.is_dismissed.is_(False),
+                not_expired(now),
+            )
             .values(snoozed_until=None, seen_at=None, is_read=False, read_at=None, archived_at=None)
             .execution_options(synchronize_session=False, finrt_events="explicit")
         )

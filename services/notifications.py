@@ -94,7 +94,7 @@ def check_actions(actions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return checked
 
 
-def _not_expired(now: datetime) -> Any:
+def not_expired(now: datetime) -> Any:
     return or_(Notification.expires_at.is_(None), Notification.expires_at > now)
 
 
@@ -104,7 +104,7 @@ def present(user_id: str, now: datetime | None = None) -> Any:
     return (
         (Notification.user_id == user_id)
         & (Notification.is_dismissed.is_(False))
-        & _not_expired(now)
+        & not_expired(now)
         & Notification.snoozed_until.is_(None)
     )
 
@@ -355,7 +355,7 @@ def parse_id(notification_id: str) -> str:
 
 def owned(user_id: str, notification_id: str, now: datetime) -> Any:
     return (
-        (Notification.id == notification_id) & (Notification.user_id == user_id) & _not_expired(now)
+        (Notification.id == notification_id) & (Notification.user_id == user_id) & not_expired(now)
     )
 
 

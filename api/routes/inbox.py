@@ -7,11 +7,12 @@ gone to the user's other tabs by the time the client hears "done".
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.errors import UNPARSABLE_BODY, not_found
@@ -61,9 +62,22 @@ class ArchivedRead(BaseModel):
     counts: Counts
 
 
+_ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", re.ASCII)
+
+
+def _iso_text(value: object) -> object:
+    """Only the ISO 8601 text the docs name: pydantic alone also reads a number, or digits in a
+    string, as seconds since 1970."""
+    if not isinstance(value, str) or not _ISO_START.match(value):
+        raise ValueError(
+            "until must be an ISO 8601 datetime with a time zone, e.g. 2026-12-07T09:00:00+01:00"
+        )
+    return value
+
+
 class SnoozeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    until: AwareDatetime = Field(
+    until: Annotated[AwareDatetime, BeforeValidator(_iso_text)] = Field(
         description="ISO 8601 with a time zone; at least FINRT_SNOOZE_MIN_SECONDS ahead and "
         "at most 90 days",
         examples=["2026-12-07T09:00:00+01:00"],

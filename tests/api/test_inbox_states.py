@@ -226,6 +226,8 @@ def _in(seconds: float) -> str:
     [
         (None, "Field required"),
         ({"until": "tomorrow"}, "datetime"),
+        ({"until": 1796408330}, "ISO 8601"),
+        ({"until": "1796411930"}, "ISO 8601"),
         ({"until": "2026-12-07T09:00:00"}, "timezone"),
         ({"until": "later", "x": 1}, "Extra inputs"),
         ("soon", "dictionary"),
@@ -304,6 +306,33 @@ async def test_a_snoozed_one_leaves_lists_and_counts_and_wakes_once_as_new(
     page = await me.page()
     assert {n["id"] for n in page["notifications"]} == {stays, nid}
     assert page["unread_count"] == 2
+
+
+async def test_a_dismissed_or_expired_one_never_comes_back(notify, inbox, user, stored_events):
+    """Dismiss is for good, expiry too: no snooze, unarchive or wake-up brings either back."""
+    me = inbox(user)
+    gone = notify(user, "binned", priority="urgent")
+    archived = notify(user, "archived then binned")
+    snoozed = notify(user, "snoozed then binned")
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    assert (await post(me, f"/{archived}/archive")).status_code == 200
+    assert (await post(me, f"/{snoozed}/snooze", {"until": soon.isoformat()})).status_code == 200
+    for nid in (gone, archived, snoozed):
+        assert (await post(me, f"/{nid}/dismiss")).status_code == 200
+    # Snoozed past its expiry: it has vanished by the time the snooze ends.
+    expiring = notify(user, "expires", expires_at=datetime.now(UTC) + timedelta(minutes=30))
+    assert (await post(me, f"/{expiring}/snooze", {"until": soon.isoformat()})).status_code == 200
+    before = stored_events(user)
+    snooze = await post(me, f"/{gone}/snooze", {"until": soon.isoformat()})
+    unarchive = await post(me, f"/{archived}/unarchive")
+    with session_scope() as session:
+        woken = wake_due(session, soon + timedelta(seconds=1))
+    assert snooze.status_code == 200 and snooze.json()["snoozed_until"] is None
+    assert unarchive.status_code == 200 and unarchive.json()["archived_at"] is not None
+    assert woken == []
+    assert stored_events(user) == before, "nothing changed: nothing published"
+    page = await me.page(status="all")
+    assert not {gone, archived, snoozed, expiring} & {n["id"] for n in page["notifications"]}
 
 
 async def test_many_concurrent_writes_change_once_and_publish_once(
