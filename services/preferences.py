@@ -67,7 +67,8 @@ def muted(session: Session, user_id: str, type: str) -> bool:
 def update_preferences(
     session: Session, user_id: str, changes: dict[str, dict[str, bool]]
 ) -> dict[str, Any]:
-    """Store the listed types' choices (others unchanged) and enqueue ``preferences_updated``.
+    """Store the listed types' choices (others unchanged) and enqueue ``preferences_updated``
+    (not when every choice was already so: a call that changes nothing publishes nothing).
 
     ValueError for an unknown type; CriticalType (a ValueError) for turning a critical one off.
     Nothing is stored unless every change is valid.
@@ -87,12 +88,20 @@ def update_preferences(
             raise ValueError(f"{type}: whether a type is critical is the operator's setting")
     ensure_user(session, user_id)
     now = datetime.now(UTC)
+    before = preferences(session, user_id)
+    changed = False
     for type, choice in changes.items():
+        current = before["types"][type]
+        if (current["inbox"], current["toast"]) == (choice["inbox"], choice["toast"]):
+            continue  # already so: nothing to store, nothing to announce
         row = session.get(NotificationPreference, (user_id, type))
         if row is None:
             row = NotificationPreference(user_id=user_id, type=type)
             session.add(row)
         row.inbox, row.toast, row.updated_at = choice["inbox"], choice["toast"], now
+        changed = True
+    if not changed:
+        return before
     session.flush()
     result = preferences(session, user_id)
     enqueue(session, user_channel(user_id), "preferences_updated", result)

@@ -111,6 +111,30 @@ async def test_a_change_reaches_every_tab_and_a_muted_type_is_kept_out_of_sight(
         assert (got.event, got.envelope["data"]["id"]) == ("notification", again)
 
 
+async def test_a_call_that_changes_nothing_publishes_nothing(stream_url, token, inbox, user):
+    me = inbox(user)
+    async with sse(stream_url, token(user)) as tab:
+        same = [
+            {"types": {"report_ready": {"inbox": True, "toast": True}}},  # the defaults
+            {"types": {"error_alert": {"inbox": True, "toast": True}}},  # critical: always so
+            {"types": {}},
+        ]
+        for body in same:
+            response = await put(me, body)
+            assert response.status_code == 200, response.text
+        await tab.no_event(0.5)
+        changed = await put(me, {"types": {"report_ready": {"inbox": True, "toast": False}}})
+        assert (await tab.next_event(5)).event == "preferences_updated"
+        again = await put(me, {"types": {"report_ready": {"inbox": True, "toast": False}}})
+        await tab.no_event(0.5)
+    assert changed.json() == again.json()
+    assert again.json()["types"]["report_ready"] == {
+        "inbox": True,
+        "toast": False,
+        "critical": False,
+    }
+
+
 async def test_a_type_the_operator_lists_is_critical(start_api, token, user):
     import httpx
 
