@@ -20,7 +20,7 @@ import pytest
 from models import session_scope
 from services.notifications import create_notification, mark_read
 from tests.conftest import DATABASE_URL, PG_SCHEMA
-from tests.fixtures_workers import events_until
+from tests.fixtures_workers import assert_quiet, events_until
 from tests.support import ApiServer, sse
 from tests.workers.test_db_events import outside, start_relay, stored, wait_until
 
@@ -126,12 +126,37 @@ async def test_psql_changes_to_a_file_and_its_members_reach_the_file_stream(
             file_id,
             f"{user}-b",
         )
-        _outside("DELETE FROM files WHERE id = %s", file_id)
+        # Its rows and a parameter go with it (ON DELETE CASCADE): announced by file_deleted.
+        _outside(
+            "INSERT INTO financial_rows (file_id, position, period, statement, line_item, amount,"
+            " currency) VALUES (%s, 1, '2026-01', 'income', 'revenue', '1.00', 'USD'),"
+            " (%s, 2, '2026-01', 'balance', 'cash', '2.00', 'USD')",
+            file_id,
+            file_id,
+        )
+        _outside(
+            "INSERT INTO file_parameters (file_id, name, value, updated_by, updated_at) "
+            "VALUES (%s, 'tax_rate', '0.2', %s, now())",
+            file_id,
+            user,
+        )
         seen = await events_until(
+            stream, lambda got: [e.event for e in got].count("parameter_update") == 1, 30
+        )
+        _outside("DELETE FROM files WHERE id = %s", file_id)
+        seen += await events_until(
             stream, lambda got: any(e.event == "file_deleted" for e in got), 30
         )
+        await assert_quiet(stream, 1.5)
     kinds = [e.event for e in seen]
-    assert kinds == ["file_processing", "file_members", "file_deleted"], kinds
+    assert kinds == [
+        "file_processing",
+        "file_members",
+        "financial_data_update",
+        "financial_data_update",
+        "parameter_update",
+        "file_deleted",
+    ], kinds
     status = seen[0].envelope["data"]
     assert status["status"] == "failed" and status["error"] == "restated"
     assert status["source"] == "database"
