@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from domain.csv_import import CsvRejected, FinancialRow, ParseResult, RowError, parse_csv
@@ -40,6 +40,7 @@ MAX_ISSUES_IN_MESSAGE = 5
 _ROWS_PER_INSERT = 5000
 
 Progress = Callable[[int, int], None]
+FILE_GONE = "the file was deleted while it was processed"
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,22 @@ def process_upload(
     started = _start(url, file_id, job_id)
     if started is None:
         return ProcessOutcome("skipped")
-    content, _owner = started
+    content, owner = started
     try:
         result = parse_csv(content, max_bytes=max_bytes, max_rows=max_rows, on_progress=on_progress)
     except CsvRejected as exc:
         done = fail_processing(url, file_id, job_id, exc.reason)
         return ProcessOutcome("failed" if done else "skipped")
     with session_scope(url) as session:
+        # The file is kept from being deleted while this transaction writes what belongs to it
+        # (KEY SHARE: its status may still change); gone already, the owner's job ends here.
+        file = session.scalar(
+            select(File).where(File.id == file_id).with_for_update(key_share=True)
+        )
+        if file is None:
+            event = _job_event(job_id, file_id, "failed", 100) | {"error": FILE_GONE}
+            enqueue(session, user_channel(owner), "job_progress", event, key=f"job:{job_id}")
+            return ProcessOutcome("skipped")
         snapshot = lock_snapshot(session, file_id)
         file = session.get(File, file_id, populate_existing=True)
         if file is None or file.status != "processing":

@@ -23,12 +23,13 @@ from sqlalchemy.orm import Session
 from domain.csv_import import FinancialRow
 from domain.metrics import Dashboard, build_dashboard
 from domain.reports import ReportFormat, build_report
-from models import File, ReportExport, session_scope
+from models import File, ReportExport, enqueue, session_scope
 from models.base import utcnow
 from services.files import load_parameters, read_rows
 from services.notification_actions import link, open_file
 from services.notifications import create_notification
-from services.reports import download_url, enqueue_status, stored_name
+from services.reports import download_url, enqueue_status, status_event, stored_name
+from streams.channels import user_channel
 
 __all__ = ["ReportOutcome", "generate_report"]
 
@@ -37,6 +38,9 @@ Percent = Callable[[int], None]
 
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+REPORT_GONE = "the file was deleted while its report was built"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class _Job:
     fmt: ReportFormat
     title: str
     stored_name: str
+    running: dict[str, Any]  # its report_status event while it runs
 
 
 def generate_report(
@@ -97,8 +102,15 @@ def generate_report(
             )
             .execution_options(synchronize_session=False, finrt_events="explicit")
         )
-        if _rowcount(done) == 0:  # finished (or failed) by another run meanwhile
-            return ReportOutcome("skipped")
+        if _rowcount(done) == 0:
+            if session.get(ReportExport, report_id) is None:
+                # Deleted meanwhile (with its file): nothing may point at what was written, and
+                # the requester, who saw it running, is told it ended.
+                path.unlink(missing_ok=True)
+                gone = job.running | {"status": "failed", "percent": 100, "error": REPORT_GONE}
+                channel = user_channel(job.requested_by)
+                enqueue(session, channel, "report_status", gone, key=f"report:{job.report_id}")
+            return ReportOutcome("skipped")  # or finished (or failed) by another run meanwhile
         report = session.get(ReportExport, report_id, populate_existing=True)
         assert report is not None
         enqueue_status(session, report, "ready", 100)
@@ -130,6 +142,7 @@ def _start_job(url: str, report_id: int) -> tuple[_Job, list[FinancialRow], Dash
             cast(ReportFormat, report.format),
             f"FinVision report: {file.name}",
             stored_name(report),
+            status_event(report, "running", 0),
         )
     # A read-only transaction of its own: reading a large file holds no write lock.
     with session_scope(url) as session:

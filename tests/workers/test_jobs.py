@@ -105,6 +105,61 @@ def test_a_report_built_twice_leaves_one_file_and_one_notification(db, user, tmp
     assert _count(db, Notification, *ready) == 1
 
 
+def _delete_file(db: str, file_id: int) -> None:
+    """Delete a file as a person would (the ORM: its file_deleted is announced)."""
+    with session_scope(db) as session:
+        file = session.get(File, file_id)
+        assert file is not None
+        session.delete(file)
+
+
+def test_a_file_deleted_while_it_is_processed_ends_its_job_and_stores_nothing(db, user):
+    file_id, job_id = _upload(db, user, sample_csv(4))
+    deleted: list[int] = []
+
+    def delete_once(done: int, total: int) -> None:
+        if not deleted:
+            _delete_file(db, file_id)
+            deleted.append(done)
+
+    outcome = process_upload(
+        db, file_id, job_id, max_bytes=MAX_BYTES, max_rows=MAX_ROWS, on_progress=delete_once
+    )
+    assert deleted and outcome.status == "skipped"
+    assert _count(db, FinancialDataRow, FinancialDataRow.file_id == file_id) == 0
+    assert _count(db, DashboardSnapshot, DashboardSnapshot.file_id == file_id) == 0
+    jobs = _outbox(db, f"user:{user}", "job_progress")
+    assert jobs[-1]["status"] == "failed" and "deleted" in jobs[-1]["error"], jobs
+    assert _outbox(db, f"file:{file_id}", "financial_data_update") == []
+
+
+def test_a_report_whose_file_is_deleted_while_it_is_built_leaves_no_file_and_ends(
+    db, user, tmp_path: Path
+):
+    file_id, job_id = _upload(db, user, sample_csv(3))
+    process_upload(db, file_id, job_id, max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
+    with session_scope(db) as session:
+        file = session.get(File, file_id)
+        assert file is not None
+        report_id = request_report(session, file, user, "csv", "job-gone").id
+    deleted: list[int] = []
+
+    def delete_once(percent: int) -> None:
+        if not deleted:
+            _delete_file(db, file_id)
+            deleted.append(percent)
+
+    outcome = generate_report(db, tmp_path, report_id, on_progress=delete_once)
+    assert deleted and outcome.status == "skipped"
+    assert list(tmp_path.iterdir()) == [], "a report file no row points at"
+    statuses = [e["status"] for e in _outbox(db, f"user:{user}", "report_status")]
+    assert statuses[-2:] == ["running", "failed"], statuses
+    assert (
+        _count(db, Notification, Notification.user_id == user, Notification.type == "report_ready")
+        == 0
+    )
+
+
 def test_stale_jobs_are_failed_or_sent_again(db, user):
     stuck, _ = _upload(db, user, sample_csv(2))
     waiting, waiting_job = _upload(db, user, sample_csv(2))
