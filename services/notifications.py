@@ -347,10 +347,15 @@ def list_notifications(
 
 
 def parse_id(notification_id: str) -> str:
+    """A notification's id as it is given out (lower-case, with dashes): one name only, as
+    for channels; ``uuid.UUID`` alone also reads upper case, braces and ``urn:uuid:``."""
     try:
-        return str(uuid.UUID(notification_id))
+        canonical = str(uuid.UUID(notification_id))
     except (TypeError, ValueError):
-        raise NotificationNotFound("no such notification") from None
+        canonical = None
+    if canonical != notification_id:
+        raise NotificationNotFound("no such notification")
+    return canonical
 
 
 def owned(user_id: str, notification_id: str, now: datetime) -> Any:
