@@ -97,6 +97,32 @@ def test_an_unreachable_or_bad_database_is_a_clear_error(env, args):
     assert_clear_error(result, 2, "FINRT_DATABASE_URL is not a database URL")
 
 
+def test_the_relay_says_in_one_line_that_it_cannot_reach_its_database_and_keeps_trying(env):
+    """No traceback a second: one line naming the database (password hidden), then retries."""
+    full = dict(
+        env, FINRT_DATABASE_URL=f"postgresql+psycopg://nobody:pw0rd@127.0.0.1:{free_port()}/none"
+    )
+    process = subprocess.Popen(
+        [FINRT, "relay"],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+    )
+    try:
+        time.sleep(3.5)  # three retries or so
+        assert process.poll() is None, "the relay gave up"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, output
+    lines = [line for line in output.splitlines() if "cannot reach" in line]
+    assert len(lines) == 1, output
+    assert "the database at postgresql+psycopg://nobody:***@127.0.0.1:" in lines[0]
+    assert "Traceback" not in output and "pw0rd" not in output
+
+
 def test_bad_token_input_is_a_clear_error(env):
     assert_clear_error(run(env, "token", "not a user!"), 2, "user id must be")
     result = run(env, "token", "bob", env="production", jwt_secret="short")
