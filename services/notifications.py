@@ -347,15 +347,10 @@ def list_notifications(
 
 
 def parse_id(notification_id: str) -> str:
-    """A notification's id as it is given out (lower-case, with dashes): one name only, as
-    for channels; ``uuid.UUID`` alone also reads upper case, braces and ``urn:uuid:``."""
     try:
-        canonical = str(uuid.UUID(notification_id))
+        return str(uuid.UUID(notification_id))
     except (TypeError, ValueError):
-        canonical = None
-    if canonical != notification_id:
-        raise NotificationNotFound("no such notification")
-    return canonical
+        raise NotificationNotFound("no such notification") from None
 
 
 def owned(user_id: str, notification_id: str, now: datetime) -> Any:

@@ -217,18 +217,6 @@ async def test_others_notifications_are_404_on_every_new_route(notify, inbox, us
     assert page["notifications"][0]["seen_at"] is None
 
 
-async def test_an_id_is_known_by_one_spelling_only(notify, inbox, user, stored_events):
-    """Upper case, braces, no dashes or ``urn:uuid:`` name the same uuid; not the same id."""
-    mine = notify(user)
-    before = stored_events(user)
-    me = inbox(user)
-    for other in (mine.upper(), f"{{{mine}}}", mine.replace("-", ""), f"urn:uuid:{mine}"):
-        response = await post(me, f"/{other}/archive")
-        assert response.status_code == 404, other
-    assert stored_events(user) == before
-    assert (await post(me, f"/{mine}/archive")).status_code == 200
-
-
 def _in(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
