@@ -75,9 +75,14 @@ class Relay:
         import psycopg
         from kombu.exceptions import OperationalError as BrokerError
         from redis.exceptions import RedisError
+        from sqlalchemy.exc import DBAPIError
 
-        if isinstance(exc, psycopg.OperationalError):
-            what = f"the database at {safe_url(self.url)}: {str(exc).strip().splitlines()[0]}"
+        # The LISTEN connection fails with psycopg's error; a flush, through SQLAlchemy's pool,
+        # with it wrapped (a database that takes no more connections, or went away between).
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        if isinstance(cause, psycopg.OperationalError):
+            text = str(cause).strip() or type(cause).__name__
+            what = f"the database at {safe_url(self.url)}: {text.splitlines()[0]}"
         elif isinstance(exc, RedisError | BrokerError | OSError):
             what = f"Redis or the task broker: {exc!r}"
         else:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -697,3 +699,60 @@ def test_forty_outside_writers_at_once_each_get_their_own_summaries(user: str) -
     for channel, data in rows:
         by_file.setdefault(channel, []).append(json.loads(data)["rows"])
     assert by_file == {f"file:{a}": [per] * writers, f"file:{b}": [per] * writers}
+
+
+def test_a_relay_whose_database_takes_no_more_connections_says_so_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay's LISTEN connection is up but its flushes cannot connect (here a role's
+    connection limit; the same as a server at ``max_connections``): one line naming the database
+    and PostgreSQL's reason, not a traceback every second."""
+    from sqlalchemy.engine import make_url
+
+    from workers.relay import Relay
+
+    role = f"finrt_relay_{uuid.uuid4().hex[:8]}"
+    with outside() as admin:
+        admin.autocommit = True
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
+        admin.execute(f"GRANT USAGE ON SCHEMA {PG_SCHEMA} TO {role}")
+        admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {PG_SCHEMA} TO {role}")
+        admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {PG_SCHEMA} TO {role}")
+    url = make_url(DATABASE_URL).set(username=role, password=None).render_as_string(False)
+    relay = Relay(
+        get_settings().model_copy(update={"database_url": url}),
+        standby_seconds=0.2,
+        poll_seconds=0.2,
+    )
+    thread = threading.Thread(target=relay.run, daemon=True)
+    caplog.set_level(logging.INFO, logger="finrt.relay")
+    try:
+        thread.start()
+        wait_until(lambda: relay.active, 30, "the relay to become active")
+        time.sleep(0.5)  # a flush or two: its pool holds a connection
+        with outside() as admin:
+            admin.autocommit = True
+            admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 1")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = %s AND query NOT ILIKE 'LISTEN%%'",
+                (role,),
+            )
+        time.sleep(3)  # the flushes fail again and again
+    finally:
+        relay.stop.set()
+        thread.join(15)
+        with outside() as admin:
+            admin.autocommit = True
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert failures, "the relay said nothing"
+    assert all(r.exc_info is None for r in failures), [r.getMessage() for r in failures]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    message = failures[0].getMessage()
+    assert "cannot reach the database at" in message and "too many connections" in message
