@@ -138,7 +138,8 @@ class Page:
 
 
 # Why a client is told to refetch its snapshot (a ``reset`` event's ``reason``).
-RESET_REASONS = ("history_lost", "history_trimmed")
+LOST, TRIMMED, UNKNOWN = "history_lost", "history_trimmed", "unknown_position"
+RESET_REASONS = (LOST, TRIMMED, UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +166,11 @@ def plan_resume(last: StreamId | None, bounds: Bounds) -> ResumePlan:
     if last is None:
         return ResumePlan(None, False, head)
     if not bounds.existed:
-        return ResumePlan("history_lost", False, head)
+        return ResumePlan(LOST, False, head)
     if last < bounds.first:
-        return ResumePlan("history_lost" if bounds.whole else "history_trimmed", False, head)
+        return ResumePlan(LOST if bounds.whole else TRIMMED, False, head)
     if last > head:
-        return ResumePlan("unknown_position", False, head)
+        return ResumePlan(UNKNOWN, False, head)
     return ResumePlan(None, last < head, last)
 
 

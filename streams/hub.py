@@ -391,7 +391,7 @@ class Hub(RedisLink):
             await sub.write_now(await self.presence.greeting(sub))
         for name, bounds, plan in plans:
             if plan.reset is not None:
-                self.stats.resets[plan.reset] = self.stats.resets.get(plan.reset, 0) + 1
+                self.stats.resets[plan.reset] += 1
                 await sub.write_now([self._reset_frame(sub, name, plan.reset)])
             if not plan.replay:
                 continue
@@ -435,7 +435,7 @@ class Hub(RedisLink):
         sub.positions[channel] = position
         if sub.written is not None:
             sub.written[channel] = position
-        self.stats.resets[reason] = self.stats.resets.get(reason, 0) + 1
+        self.stats.resets[reason] += 1
         sub.queue_raw(self._reset_frame(sub, channel, reason))
         self.mark(sub)
 

@@ -152,7 +152,8 @@ class HubCollector(Collector):
             "finrt_resets",
             "Reset events sent: history no longer reached a client's position, by reason "
             "(history_lost: the channel's history began after it, e.g. a Redis restart; "
-            "history_trimmed: older than FINRT_HISTORY_MAXLEN events).",
+            "history_trimmed: older than FINRT_HISTORY_MAXLEN events; unknown_position: "
+            "beyond the newest event, e.g. after a failover to a replica that lacked it).",
             labels=["reason"],
         )
         for reason, count in sorted(stats.resets.items()):

@@ -76,6 +76,21 @@ async def test_stream_series_move_as_events_flow(start_api, env, token, user, ma
     )
     assert value(reasons, "finrt_resets_total", reason="history_lost") == 1
     assert value(reasons, "finrt_resets_total", reason="history_trimmed") == 0
+    assert value(reasons, "finrt_resets_total", reason="unknown_position") == 0
+
+    # A position beyond the newest event (a failover to a replica that lacked it) too.
+    async with sse(url, token(user), last_event_id="9999999999999-0") as stream:
+        reset = await stream.events(1)
+    assert reset[0].envelope["data"]["reason"] == "unknown_position"
+    beyond = await _until(
+        lambda: (
+            s
+            if value(s := scrape(api.url), "finrt_resets_total", reason="unknown_position")
+            else None
+        )
+    )
+    assert value(beyond, "finrt_resets_total", reason="unknown_position") == 1
+    assert value(beyond, "finrt_resets_total", reason="history_lost") == 1
 
 
 async def test_websocket_and_file_connections_are_counted_by_kind(
