@@ -35,14 +35,10 @@ class WebSocketSession:
         self.state, self.ws, self.sub = state, ws, sub
 
     def reply(self, message: dict[str, Any]) -> None:
-        sub = self.sub
-        if len(sub.pending) >= sub.limit:
-            # Frames sent, replies never read: as with events (FINRT_CLIENT_BUFFER), the socket
-            # ends rather than the replies piling up in this process.
-            sub.close("slow")
-        else:
-            sub.queue_raw(orjson.dumps(message))
-        self.state.hub.mark(sub)
+        # Bounded by FINRT_CLIENT_BUFFER: a client that reads none of the replies is closed as
+        # slow (Subscriber.queue_raw).
+        self.sub.queue_raw(orjson.dumps(message))
+        self.state.hub.mark(self.sub)
 
     def error(self, text: str) -> None:
         self.reply({"type": "error", "error": text})

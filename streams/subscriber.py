@@ -86,9 +86,17 @@ class Subscriber:
         return True
 
     def queue_raw(self, data: bytes) -> None:
-        """A control frame (ping, reset, auth_expired, retry hint) for this connection only."""
-        if self.closing is None:
-            self.pending.append(data)
+        """A control frame (ping, reset, auth_expired, retry hint, a WebSocket reply) for this
+        connection only. Bounded as events are: with ``limit`` items waiting (a client that
+        sends frames and reads none of the replies), the queue is conflated and, still full, the
+        connection ends as slow rather than the frames piling up in this process."""
+        if self.closing is not None:
+            return
+        if len(self.pending) >= self.limit:
+            self._shed()
+            if self.closing is not None:
+                return
+        self.pending.append(data)
 
     def go_live(self) -> None:
         """End of catch-up: queue what arrived meanwhile (minus what history covered)."""
