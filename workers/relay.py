@@ -32,6 +32,13 @@ log = logging.getLogger("finrt.relay")
 LISTEN_CHANNEL = "finrt_outbox"
 LOCK_CLASS = 0x66696E  # "fin": the advisory lock's first key; the second is the schema's hash
 BATCH = 1000
+# A LISTEN connection is idle for long stretches: without TCP keepalives a connection that died
+# without a word (a NAT or firewall dropping the idle flow, a cable, a host gone) goes unnoticed
+# for hours on both ends (the kernel's default is two hours before the first probe): the relay
+# would wait for notifications that never come, and the server would keep the dead session's
+# advisory lock from the standbys. Both ends probe after KEEPALIVE_IDLE seconds of silence and
+# give up after KEEPALIVE_COUNT unanswered probes KEEPALIVE_INTERVAL apart (about 30 s).
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 15, 5, 3
 # The same failure is logged once, then again at most this often while it lasts.
 REPEAT_LOG_SECONDS = 60.0
 
@@ -39,6 +46,23 @@ REPEAT_LOG_SECONDS = 60.0
 def psycopg_dsn(url: str) -> str:
     """The SQLAlchemy URL as a libpq URI (the driver name dropped)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def listen_conninfo(url: str) -> str:
+    """The relay's LISTEN connection: the database URL with this end's keepalives, and named
+    ``finrt-relay`` in ``pg_stat_activity``, unless the URL sets them itself."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    dsn = psycopg_dsn(url)
+    given = conninfo_to_dict(dsn)
+    ours = {
+        "application_name": "finrt-relay",
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE,
+        "keepalives_interval": KEEPALIVE_INTERVAL,
+        "keepalives_count": KEEPALIVE_COUNT,
+    }
+    return make_conninfo(dsn, **{k: v for k, v in ours.items() if k not in given})
 
 
 class Relay:
@@ -101,7 +125,14 @@ class Relay:
     def _session(self) -> None:
         import psycopg
 
-        with psycopg.connect(psycopg_dsn(self.url), autocommit=True) as conn:
+        with psycopg.connect(listen_conninfo(self.url), autocommit=True) as conn:
+            # The server's end of it (each is a setting a session may change).
+            for name, value in (
+                ("tcp_keepalives_idle", KEEPALIVE_IDLE),
+                ("tcp_keepalives_interval", KEEPALIVE_INTERVAL),
+                ("tcp_keepalives_count", KEEPALIVE_COUNT),
+            ):
+                conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
             lock = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
             while not self.stop.is_set():
                 row = conn.execute(lock, (LOCK_CLASS,)).fetchone()

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -756,3 +758,53 @@ def test_a_relay_whose_database_takes_no_more_connections_says_so_in_one_line(
     assert len(failures) == 1, [r.getMessage() for r in failures]
     message = failures[0].getMessage()
     assert "cannot reach the database at" in message and "too many connections" in message
+
+
+def _keepalive_seconds(local_port: int, peer_port: int) -> float:
+    """The keepalive timer of the TCP connection from ``local_port`` to ``peer_port``, as ``ss``
+    shows it (seconds until the next probe)."""
+    out = subprocess.run(
+        [
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+            f"( sport = :{local_port} and dport = :{peer_port} )",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)(ms|sec))?", out)
+    assert match, out
+    minutes, amount, unit = match.groups()
+    seconds = float(amount or 0) / (1000 if unit == "ms" else 1)
+    return int(minutes or 0) * 60 + seconds
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_the_relays_listen_connection_is_probed_on_both_ends_within_seconds() -> None:
+    """A LISTEN connection that dies without a word (a NAT dropping the idle flow) is noticed by
+    the relay, and by the server (which then frees the advisory lock for a standby), in about
+    half a minute: both ends send TCP keepalives after 15 s of silence, not the kernel's two
+    hours."""
+    from workers.relay import Relay
+
+    relay = Relay(get_settings(), standby_seconds=0.2, poll_seconds=0.2)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: relay.active, 30, "the relay to become active")
+        with outside() as conn:
+            row = conn.execute(
+                "SELECT client_port, inet_server_port() FROM pg_stat_activity"
+                " WHERE application_name = 'finrt-relay' AND datname = current_database()"
+                " ORDER BY backend_start DESC LIMIT 1"
+            ).fetchone()
+        assert row is not None and row[0] is not None, "no TCP LISTEN connection"
+        client, server = int(row[0]), int(row[1])
+        assert _keepalive_seconds(client, server) <= 15  # the relay's end
+        assert _keepalive_seconds(server, client) <= 15  # the server's end
+    finally:
+        relay.stop.set()
+        thread.join(15)
