@@ -55,7 +55,7 @@ def listen_conninfo(url: str) -> str:
 
     dsn = psycopg_dsn(url)
     given = conninfo_to_dict(dsn)
-    ours = {
+    ours: dict[str, str | int] = {
         "application_name": "finrt-relay",
         "keepalives": 1,
         "keepalives_idle": KEEPALIVE_IDLE,
