@@ -31,8 +31,15 @@ from services.files import (
 )
 from services.notification_actions import open_file, retry_processing
 from services.notifications import create_notification
+from workers.progress import FileGone
 
-__all__ = ["MAX_ISSUES_LISTED", "ProcessOutcome", "fail_processing", "process_upload"]
+__all__ = [
+    "MAX_ISSUES_LISTED",
+    "ProcessOutcome",
+    "fail_processing",
+    "file_exists",
+    "process_upload",
+]
 
 # Row errors carried in a data_quality_issue notification, and quoted in its message.
 MAX_ISSUES_LISTED = 50
@@ -78,6 +85,18 @@ def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
         return upload.content, file.owner_id
 
 
+def file_exists(url: str, file_id: int) -> bool:
+    """Whether the file is still there (asked as its parse reports progress)."""
+    with session_scope(url) as session:
+        return session.scalar(select(File.id).where(File.id == file_id)) is not None
+
+
+def _gone(session: Session, owner: str, file_id: int, job_id: str) -> ProcessOutcome:
+    event = _job_event(job_id, file_id, "failed", 100) | {"error": FILE_GONE}
+    enqueue(session, user_channel(owner), "job_progress", event, key=f"job:{job_id}")
+    return ProcessOutcome("skipped")
+
+
 def process_upload(
     url: str,
     file_id: int,
@@ -101,6 +120,9 @@ def process_upload(
     except CsvRejected as exc:
         done = fail_processing(url, file_id, job_id, exc.reason)
         return ProcessOutcome("failed" if done else "skipped")
+    except FileGone:
+        with session_scope(url) as session:
+            return _gone(session, owner, file_id, job_id)
     with session_scope(url) as session:
         # The file is kept from being deleted while this transaction writes what belongs to it
         # (KEY SHARE: its status may still change); gone already, the owner's job ends here.
@@ -108,9 +130,7 @@ def process_upload(
             select(File).where(File.id == file_id).with_for_update(key_share=True)
         )
         if file is None:
-            event = _job_event(job_id, file_id, "failed", 100) | {"error": FILE_GONE}
-            enqueue(session, user_channel(owner), "job_progress", event, key=f"job:{job_id}")
-            return ProcessOutcome("skipped")
+            return _gone(session, owner, file_id, job_id)
         snapshot = lock_snapshot(session, file_id)
         file = session.get(File, file_id, populate_existing=True)
         if file is None or file.status != "processing":

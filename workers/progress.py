@@ -52,18 +52,35 @@ class _Reporter:
                 self._warned = True
 
 
+class FileGone(Exception):
+    """The file was deleted while it was processed: its parse stops here."""
+
+
 class FileProgress(_Reporter):
-    """``file_processing`` on ``file:{id}`` and ``job_progress`` on the owner's channel."""
+    """``file_processing`` on ``file:{id}`` and ``job_progress`` on the owner's channel.
+
+    With ``alive``, asked before each update it sends: a file deleted meanwhile raises
+    :class:`FileGone` (no progress of a file that no longer exists, and no more parsing)."""
 
     def __init__(
-        self, publish: Publish, interval: float, *, file_id: int, owner_id: str, job_id: str
+        self,
+        publish: Publish,
+        interval: float,
+        *,
+        file_id: int,
+        owner_id: str,
+        job_id: str,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(publish, interval)
         self.file_id, self.owner_id, self.job_id = file_id, owner_id, job_id
+        self.alive = alive
 
     def __call__(self, done: int, total: int) -> None:
         if not self.throttle.ready(final=done >= total):
             return
+        if self.alive is not None and not self.alive():
+            raise FileGone(self.file_id)
         percent = 100 if total == 0 else done * 100 // total
         data = {"status": "processing", "processed": done, "total": total, "percent": percent}
         self._send(file_channel(self.file_id), "file_processing", data, "file_processing")

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kombu.exceptions
@@ -37,7 +38,7 @@ from workers.periodic import (
     mark_scheduled,
     start_scheduled_report,
 )
-from workers.processing import fail_processing, process_upload
+from workers.processing import fail_processing, file_exists, process_upload
 from workers.progress import FileProgress, ReportProgress
 from workers.recalculations import Recalculations
 from workers.reporting import generate_report
@@ -113,7 +114,12 @@ def process_file(file_id: int, job_id: str) -> str:
     if owner is None:
         return "skipped"
     progress = FileProgress(
-        publish, s.progress_interval_seconds, file_id=file_id, owner_id=owner, job_id=job_id
+        publish,
+        s.progress_interval_seconds,
+        file_id=file_id,
+        owner_id=owner,
+        job_id=job_id,
+        alive=partial(file_exists, s.database_url, file_id),
     )
     outcome = process_upload(
         s.database_url,

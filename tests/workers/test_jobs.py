@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from models import (
 from services.files import MAX_EVENT_POINTS, create_upload
 from services.reports import request_report
 from workers.periodic import find_stale_jobs
-from workers.processing import process_upload
+from workers.processing import file_exists, process_upload
+from workers.progress import FileProgress
 from workers.reporting import generate_report
 
 MAX_BYTES, MAX_ROWS = 10_000_000, 100_000
@@ -131,6 +133,44 @@ def test_a_file_deleted_while_it_is_processed_ends_its_job_and_stores_nothing(db
     jobs = _outbox(db, f"user:{user}", "job_progress")
     assert jobs[-1]["status"] == "failed" and "deleted" in jobs[-1]["error"], jobs
     assert _outbox(db, f"file:{file_id}", "financial_data_update") == []
+
+
+def test_a_file_deleted_while_it_is_parsed_stops_its_parse_and_its_progress(db, user):
+    """The progress the task reports (workers.tasks.process_file's FileProgress) asks whether
+    the file is still there before each update: once it is deleted, no more progress of it is
+    published and its parse stops."""
+    file_id, job_id = _upload(db, user, sample_csv(400))
+    sent: list[tuple[str, str]] = []
+    calls: list[int] = []
+
+    def publish(channel: str, type_: str, data: Any, key: str | None) -> str:
+        sent.append((channel, type_))
+        return "1-0"
+
+    progress = FileProgress(
+        publish,
+        0,
+        file_id=file_id,
+        owner_id=user,
+        job_id=job_id,
+        alive=partial(file_exists, db, file_id),
+    )
+
+    def report_then_delete(done: int, total: int) -> None:
+        calls.append(done)
+        progress(done, total)
+        if len(calls) == 1:
+            _delete_file(db, file_id)
+
+    outcome = process_upload(
+        db, file_id, job_id, max_bytes=MAX_BYTES, max_rows=MAX_ROWS, on_progress=report_then_delete
+    )
+    assert outcome.status == "skipped"
+    assert len(calls) == 2, "the parse went on after its file was deleted"
+    assert sent == [(f"file:{file_id}", "file_processing"), (f"user:{user}", "job_progress")]
+    jobs = _outbox(db, f"user:{user}", "job_progress")
+    assert jobs[-1]["status"] == "failed" and "deleted" in jobs[-1]["error"], jobs
+    assert _count(db, FinancialDataRow, FinancialDataRow.file_id == file_id) == 0
 
 
 def test_a_report_whose_file_is_deleted_while_it_is_built_leaves_no_file_and_ends(
