@@ -19,6 +19,7 @@ from core.notification_types import BUILT_IN_CRITICAL_TYPES, NOTIFICATION_TYPES
 from core.settings import get_settings
 from models.notifications import NotificationPreference
 from models.outbox import enqueue
+from models.users import User
 from services.access import ensure_user
 from streams.channels import user_channel
 
@@ -87,6 +88,10 @@ def update_preferences(
         if "critical" in choice and choice["critical"] != (type in critical):
             raise ValueError(f"{type}: whether a type is critical is the operator's setting")
     ensure_user(session, user_id)
+    # One change of a person's preferences at a time: two first choices of one type would
+    # both insert its row (a 500 for the second), and each event must show what the one
+    # before it stored. FOR NO KEY UPDATE leaves inserts referring to the user unblocked.
+    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True)).one()
     now = datetime.now(UTC)
     before = preferences(session, user_id)
     changed = False

@@ -182,3 +182,32 @@ def test_an_unknown_critical_type_stops_the_settings_and_the_server(env):
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "FINRT_CRITICAL_TYPES" in result.stderr and "'reportready'" in result.stderr
+
+
+async def test_forty_changes_at_once_are_all_stored_and_the_last_event_is_the_final_state(
+    stream_url, token, inbox, user
+):
+    """Two tabs saving switches at the same moment: every PUT is answered (none is a 500 from
+    two first choices of one type inserted together), and the tabs end on what is stored."""
+    import asyncio
+
+    me = inbox(user)
+    mutable = ["report_ready", "file_processed", "collaboration_invite", "scheduled_report"]
+    bodies = [
+        {"types": {mutable[i % 4]: {"inbox": i % 3 != 0, "toast": i % 2 == 0}}} for i in range(40)
+    ]
+    async with sse(stream_url, token(user)) as tab:
+        responses = await asyncio.gather(*(put(me, body) for body in bodies))
+        assert [r.status_code for r in responses] == [200] * 40, [
+            r.text for r in responses if r.status_code != 200
+        ]
+        final = (await me.get(PREFERENCES)).json()
+        last = None
+        while True:
+            try:
+                got = await tab.next_event(1.5)
+            except TimeoutError:
+                break
+            assert got.event == "preferences_updated"
+            last = got.envelope["data"]
+    assert last == final
