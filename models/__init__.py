@@ -11,7 +11,7 @@ from models.financial import (
     FinancialDataRow,
     ReportExport,
 )
-from models.notifications import Notification, NotificationPreference
+from models.notifications import Notification, NotificationJoin, NotificationPreference
 from models.outbox import OutboxEvent, enqueue
 from models.users import File, FileMember, User
 
@@ -25,6 +25,7 @@ __all__ = [
     "FileUpload",
     "FinancialDataRow",
     "Notification",
+    "NotificationJoin",
     "NotificationPreference",
     "OutboxEvent",
     "ReportExport",

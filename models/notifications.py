@@ -135,3 +135,16 @@ class NotificationPreference(Base):
     inbox: Mapped[bool] = mapped_column(Boolean, default=True)
     toast: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NotificationJoin(Base):
+    """A producer's dedupe key that joined a digest instead of making a notification: run again
+    (a retried task), it finds the digest here and does not count again."""
+
+    __tablename__ = "notification_joins"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    notification_id: Mapped[str] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.notifications import Notification
+from models.notifications import Notification, NotificationJoin
 from models.outbox import enqueue
 from models.users import User
 from services.announce_changes import announced_by_caller
@@ -47,13 +47,19 @@ def join_open(
     message: str,
     data: dict[str, Any] | None,
     template: str | None,
+    dedupe_key: str | None = None,
 ) -> Notification | None:
     """Add one to the group's open digest and return it; None when no window is open (the
-    caller then creates the first of a new burst)."""
+    caller then creates the first of a new burst). A ``dedupe_key`` that already joined a
+    digest returns that digest and adds nothing (the producer ran again)."""
     now = datetime.now(UTC)
     # One person's digests change one at a time: two producers of one burst running together
     # then join one digest instead of opening two. (SQLite serialises writers anyway.)
     session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    if dedupe_key is not None:
+        joined = session.get(NotificationJoin, (user_id, dedupe_key), populate_existing=True)
+        if joined is not None:
+            return session.get(Notification, joined.notification_id)
     n = session.scalar(
         select(Notification)
         .where(
@@ -69,6 +75,8 @@ def join_open(
     )
     if n is None:
         return None
+    if dedupe_key is not None:
+        session.add(NotificationJoin(user_id=user_id, dedupe_key=dedupe_key, notification_id=n.id))
     first_title = (n.data or {}).get("first_title", n.title)
     n.count = (n.count or 1) + 1
     n.title = digest_title(template, n.count, first_title)

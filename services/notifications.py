@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.notification_types import NOTIFICATION_TYPES
 from core.settings import get_settings
-from models.notifications import PRIORITIES, Notification
+from models.notifications import PRIORITIES, Notification, NotificationJoin
 from models.outbox import enqueue
 from services import engagement
 from services.access import ensure_user
@@ -201,6 +201,9 @@ def create_notification(
         )
         if existing is not None:
             return existing
+        join = session.get(NotificationJoin, (user_id, dedupe_key))
+        if join is not None:  # it joined a digest, which stands for it
+            return session.get_one(Notification, join.notification_id)
     ensure_user(session, user_id)
     now = datetime.now(UTC)
     is_muted = muted(session, user_id, type)
@@ -211,7 +214,9 @@ def create_notification(
         from services import digests
 
         group_key = f"{type}:{group}"
-        joined = digests.join_open(session, user_id, group_key, message, data, digest_title)
+        joined = digests.join_open(
+            session, user_id, group_key, message, data, digest_title, dedupe_key
+        )
         if joined is not None:
             return joined
     n = _insert_unless_duplicate(

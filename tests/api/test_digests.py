@@ -130,3 +130,39 @@ async def test_critical_and_urgent_ones_are_never_merged(
     assert len(set(ids)) == 3
     assert [e.event for e in got] == ["notification"] * 3
     assert [n["count"] for n in (await inbox(user).page())["notifications"]] == [1, 1, 1]
+
+
+async def test_a_producer_that_runs_again_with_its_dedupe_key_does_not_grow_the_digest_again(
+    stream_url, token, notify, inbox, user
+):
+    """A retried task (or ``finrt notify --dedupe-key`` run twice) whose notification joined a
+    digest counts once: the second run returns the digest and publishes nothing."""
+    me = inbox(user)
+
+    def run(key: str, line: int) -> str:
+        return notify(
+            user,
+            f"line {line} refused",
+            type="data_quality_issue",
+            message=f"line {line}: not a number",
+            group="file:7",
+            digest_title=TITLE,
+            dedupe_key=key,
+        )
+
+    digest = run("check:1", 1)
+    async with sse(stream_url, token(user)) as tab:
+        assert run("check:2", 2) == digest
+        with session_scope() as session:
+            announce_pending(session, now=datetime.now(UTC) + timedelta(seconds=5))
+        grown = await tab.next_event(5)
+        assert (grown.event, grown.envelope["data"]["count"]) == ("notification_updated", 2)
+        for _ in range(3):  # the producer of check:2 retried, and the first one too
+            assert run("check:2", 2) == digest
+            assert run("check:1", 1) == digest
+        with session_scope() as session:
+            announce_pending(session, now=datetime.now(UTC) + timedelta(seconds=10))
+        await tab.no_event(1)
+    page = await me.page()
+    assert [(n["id"], n["count"]) for n in page["notifications"]] == [(digest, 2)]
+    assert page["notifications"][0]["title"] == "2 data-quality issues in fy2025.csv"
