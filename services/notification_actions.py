@@ -22,6 +22,7 @@ from models.base import utcnow
 from models.change_events import service_change
 from models.notifications import Notification
 from services import engagement
+from services.access import Forbidden, NotFound, file_for_reader
 from services.files import user_channel
 from services.notifications import (
     NotificationNotFound,
@@ -119,9 +120,12 @@ def _regenerate_report(session: Session, user_id: str, args: dict[str, Any]) -> 
         raise ActionRefused("the report no longer exists")
     if failed.status != "failed":
         raise ActionRefused(f"the report is {failed.status}; only a failed one is built again")
-    file = session.get(File, failed.file_id)
-    if file is None:
-        raise ActionRefused("the report's file no longer exists")
+    try:  # the requester may have lost the file since (a member removed)
+        file = file_for_reader(session, user_id, failed.file_id)
+    except NotFound:
+        raise ActionRefused("the report's file no longer exists") from None
+    except Forbidden:
+        raise ActionRefused("you are no longer a member of the report's file") from None
     job_id = str(uuid.uuid4())
     try:
         report = request_report(session, file, user_id, failed.format, job_id)

@@ -263,3 +263,38 @@ async def test_regenerate_report_builds_a_new_one_after_a_failure(
         assert note["actions"][0]["url"] == f"/api/v1/reports/{note['data']['report_id']}/download"
         download = await client.get(note["actions"][0]["url"], headers=headers)
         assert download.status_code == 200 and b"FinVision report: q.csv" in download.content
+
+
+async def test_regenerate_report_is_refused_to_a_member_removed_from_the_file(
+    inbox, user, make_file
+):
+    """The requester of a failed report who has since lost the file (a member removed) may
+    not have it built again from the old alert: 409, and no report is made."""
+    from sqlalchemy import func, select
+
+    from core.settings import get_settings
+    from models import File, FileMember, ReportExport
+    from services.reports import fail_report, request_report
+
+    owner = f"{user}o"
+    file_id = make_file(owner, members=(user,))
+    with session_scope() as session:
+        file = session.get(File, file_id)
+        assert file is not None
+        failed_id = request_report(session, file, user, "csv", str(uuid.uuid4())).id
+    assert fail_report(get_settings().database_url, failed_id, "the disk was full")
+    with session_scope() as session:  # removed elsewhere (the API has no removal)
+        member = session.get(FileMember, (file_id, user))
+        assert member is not None
+        session.delete(member)
+
+    me = inbox(user)
+    alert = next(n for n in (await me.page())["notifications"] if n["type"] == "error_alert")
+    response = await _act(me, alert["id"], 0)
+    assert response.status_code == 409, response.text
+    assert "no longer a member" in response.json()["detail"]
+    with session_scope() as session:
+        reports = session.scalar(
+            select(func.count()).select_from(ReportExport).where(ReportExport.file_id == file_id)
+        )
+    assert reports == 1
