@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -80,6 +80,8 @@ class DashboardPublic(BaseModel):
 
 
 class ParameterUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     value: Any = Field(description="a number, or a string holding one", examples=[0.25])
 
 
@@ -95,6 +97,8 @@ class ParameterPublic(BaseModel):
 
 
 class MemberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     user_id: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", examples=["bob@example.com"])
 
 
@@ -105,6 +109,8 @@ class MemberPublic(BaseModel):
 
 
 class ScheduleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     frequency: Literal["daily", "weekly"] | None = Field(description="null removes the schedule")
     format: Literal["csv", "xlsx", "pdf"] = "pdf"
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,8 @@ ReportIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="the report's
 
 
 class ReportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     format: Literal["csv", "xlsx", "pdf"]
 
 

@@ -320,3 +320,39 @@ async def test_sharing_gives_access_and_invites_once(producers_api, worker_env, 
     with session_scope(worker_env["FINRT_DATABASE_URL"]) as session:
         query = select(func.count()).select_from(Notification).where(Notification.user_id == user)
         assert session.scalar(query) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # A misspelt "format" made a PDF schedule, silently.
+        ("/api/v1/files/{}/schedule", {"frequency": "daily", "fromat": "csv"}),
+        ("/api/v1/files/{}/schedule", {"frequency": "daily", "cron": "*/5 * * * *"}),
+        ("/api/v1/files/{}/parameters/tax_rate", {"value": 0.2, "name": "growth_rate"}),
+        ("/api/v1/files/{}/members", {"user_id": "bob", "role": "owner"}),
+        ("/api/v1/files/{}/reports", {"format": "csv", "period": "year"}),
+    ],
+)
+async def test_a_body_with_a_key_the_route_does_not_know_is_422_and_changes_nothing(
+    producers_api, worker_env, user, make_file, path, body
+):
+    file_id = make_file(user)
+    headers = auth(worker_env, user)
+    method = "POST" if path.endswith(("members", "reports")) else "PUT"
+    async with httpx.AsyncClient(base_url=producers_api.url, timeout=30) as client:
+        response = await client.request(method, path.format(file_id), json=body, headers=headers)
+        schedule = await client.get(f"/api/v1/files/{file_id}/schedule", headers=headers)
+        reports = await client.get(f"/api/v1/files/{file_id}/reports", headers=headers)
+    assert response.status_code == 422, response.text
+    assert "Extra inputs are not permitted" in response.text
+    assert schedule.json()["frequency"] is None
+    assert reports.json()["reports"] == []
+    with session_scope() as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(FileParameter)
+                .where(FileParameter.file_id == file_id)
+            )
+            == 0
+        )
