@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import CursorResult, Executable, Result, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -92,6 +93,35 @@ def check_actions(actions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
             raise ValueError("an api action needs an op")
         checked.append({**action, "done_at": None})
     return checked
+
+
+# What a notification event carries besides its title, message, data and actions (ids, times,
+# counts, a digest's first title, the envelope), generously.
+EVENT_OVERHEAD_BYTES = 2048
+
+
+def check_event_size(
+    title: str, message: str, data: dict[str, Any] | None, actions: list[dict[str, Any]]
+) -> None:
+    """ValueError when the ``notification`` event would be over FINRT_MAX_EVENT_BYTES: it could
+    never be published, so the person would find it in the list but never be told live."""
+    size = len(
+        orjson.dumps(
+            {
+                "title": title[:200],
+                "message": message,
+                "data": data or {},
+                "actions": [public_action(a) for a in actions],
+            }
+        )
+    )
+    limit = get_settings().max_event_bytes - EVENT_OVERHEAD_BYTES
+    if size > limit:
+        raise ValueError(
+            f"the notification's title, message, data and actions are {size} bytes as JSON; "
+            f"at most {limit} fit in its event (FINRT_MAX_EVENT_BYTES less "
+            f"{EVENT_OVERHEAD_BYTES})"
+        )
 
 
 def not_expired(now: datetime) -> Any:
@@ -187,6 +217,7 @@ def create_notification(
         if expires_at <= datetime.now(UTC):
             raise ValueError("expires_at is already past: the notification would never show")
     checked_actions = check_actions(actions)
+    check_event_size(title, message, data, checked_actions)
     if type not in NOTIFICATION_TYPES:
         raise ValueError(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
     if priority not in PRIORITIES:

@@ -30,7 +30,7 @@ from services.files import (
     user_channel,
 )
 from services.notification_actions import open_file, retry_processing
-from services.notifications import create_notification
+from services.notifications import check_event_size, create_notification
 from workers.progress import FileGone
 
 __all__ = [
@@ -242,16 +242,20 @@ def _finish_processed(
     )
     if bad:
         rows = "row" if bad == 1 else "rows"
+        title, message = f"{bad} {rows} refused in {file.name}", _issues_message(result.errors)
+        actions = [open_file(file.id)]
         create_notification(
             session,
             file.owner_id,
             "data_quality_issue",
-            f"{bad} {rows} refused in {file.name}",
-            _issues_message(result.errors),
-            data=_issues_data(file.id, result.errors),
+            title,
+            message,
+            data=_fitting(
+                title, message, lambda listed: _issues_data(file.id, result.errors, listed), actions
+            ),
             priority="high",
             dedupe_key=f"data_quality_issue:{file.id}",
-            actions=[open_file(file.id)],
+            actions=actions,
             # Problems of one file within the digest window become one notification.
             group=f"file:{file.id}",
             digest_title=f"{{count}} data-quality issues in {file.name}",
@@ -264,15 +268,32 @@ def _issues_message(errors: Sequence[RowError]) -> str:
     return "; ".join(parts) + (f"; and {more} more." if more else ".")
 
 
-def _issues_data(file_id: int, errors: Sequence[RowError]) -> dict[str, Any]:
+def _issues_data(
+    file_id: int, errors: Sequence[RowError], listed: int = MAX_ISSUES_LISTED
+) -> dict[str, Any]:
     return {
         "file_id": file_id,
         "rows_bad": len(errors),
-        "issues": [
-            {"line": e.line, "reason": e.reason, "raw": e.raw} for e in errors[:MAX_ISSUES_LISTED]
-        ],
-        "truncated": len(errors) > MAX_ISSUES_LISTED,
+        "issues": [{"line": e.line, "reason": e.reason, "raw": e.raw} for e in errors[:listed]],
+        "truncated": len(errors) > listed,
     }
+
+
+def _fitting(
+    title: str, message: str, data_for: Callable[[int], dict[str, Any]], actions: list[Any]
+) -> dict[str, Any]:
+    """The notification's data listing as many issues as fit its event (FINRT_MAX_EVENT_BYTES),
+    so that a file's notification is never refused for the rows it names."""
+    listed = MAX_ISSUES_LISTED
+    while True:
+        data = data_for(listed)
+        try:
+            check_event_size(title, message, data, actions)
+        except ValueError:
+            if listed > 0:
+                listed //= 2
+                continue
+        return data
 
 
 def _nothing_usable(result: ParseResult) -> str:
@@ -298,20 +319,24 @@ def _finish_failed(
         key=f"job:{job_id}",
     )
     message = reason + (f" ({_issues_message(errors)})" if errors else "")
-    data: dict[str, Any] = {"file_id": file.id, "job_id": job_id, "error": reason}
-    if errors:
-        data |= _issues_data(file.id, errors)
+    title = f"{file.name} could not be processed"
+    actions = [retry_processing(file.id)]
+    base: dict[str, Any] = {"file_id": file.id, "job_id": job_id, "error": reason}
+
+    def data_for(listed: int) -> dict[str, Any]:
+        return base | _issues_data(file.id, errors, listed) if errors else base
+
     create_notification(
         session,
         file.owner_id,
         "error_alert",
-        f"{file.name} could not be processed",
+        title,
         message,
-        data=data,
+        data=_fitting(title, message, data_for, actions),
         priority="high",
         # Per job: a file processed again (Retry processing) that fails again says so again.
         dedupe_key=f"file_failed:{file.id}:{job_id}",
-        actions=[retry_processing(file.id)],
+        actions=actions,
     )
 
 

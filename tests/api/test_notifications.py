@@ -304,3 +304,23 @@ async def test_finrt_notify_refuses_a_bad_type_or_priority(
     assert expected in err and err.startswith("error: ")
     assert "Traceback" not in err
     assert (await inbox(user).page())["total"] == 0
+
+
+async def test_a_notification_too_large_for_its_event_is_refused_and_one_just_under_arrives(
+    stream_url, token, notify, inbox, user
+):
+    """A notification whose ``notification`` event could never be published (over
+    FINRT_MAX_EVENT_BYTES) is refused to its producer, and nothing is stored: it used to be
+    stored and listed but never delivered live (no toast), with only a line in the log."""
+    from core.settings import get_settings
+
+    limit = get_settings().max_event_bytes
+    with pytest.raises(ValueError, match="FINRT_MAX_EVENT_BYTES"):
+        notify(user, "too long", type="system_update", message="x" * limit)
+    with pytest.raises(ValueError, match="FINRT_MAX_EVENT_BYTES"):
+        notify(user, "too much data", type="system_update", data={"rows": ["é" * 100] * 400})
+    assert (await inbox(user).page())["total"] == 0
+    async with sse(stream_url, token(user)) as tab:
+        nid = notify(user, "long", type="system_update", message="y" * (limit - 4096))
+        got = await tab.next_event(5)
+    assert (got.event, got.envelope["data"]["id"]) == ("notification", nid)

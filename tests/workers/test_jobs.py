@@ -247,3 +247,30 @@ def test_concurrent_parameter_changes_leave_a_snapshot_matching_the_stored_value
         snapshot = session.get(DashboardSnapshot, file_id)
         assert snapshot is not None
         assert snapshot.data == expected.to_json()
+
+
+@pytest.mark.parametrize("good_rows", [True, False])
+def test_a_files_notification_lists_as_many_refused_rows_as_its_event_holds(
+    db, user, monkeypatch, good_rows
+):
+    """With a small FINRT_MAX_EVENT_BYTES, fifty long refused rows do not fit one event: the
+    notification names fewer of them (``truncated``) instead of being refused."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("FINRT_MAX_EVENT_BYTES", "8192")
+    get_settings.cache_clear()
+    try:
+        long_bad = b"2026-01,income,revenue,not a number " + b"x" * 100 + b",USD\n"
+        good = b"2026-01,income,revenue,10.00,USD\n" if good_rows else b""
+        data = b"period,statement,line_item,amount,currency\n" + good + long_bad * 60
+        file_id, job_id = _upload(db, user, data)
+        done = process_upload(db, file_id, job_id, max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert done.status == ("processed" if good_rows else "failed")
+    events = _outbox(db, f"user:{user}", "notification")
+    wanted = "data_quality_issue" if good_rows else "error_alert"
+    (event,) = [e for e in events if e["type"] == wanted]
+    assert event["data"]["truncated"] is True and 0 < len(event["data"]["issues"]) < 50
+    assert len(orjson.dumps(event)) < 8192
