@@ -224,6 +224,8 @@ def create_notification(
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
     if group is not None and not (isinstance(group, str) and 1 <= len(group) <= 160):
         raise ValueError("a group must be 1 to 160 characters")
+    if dedupe_key is not None and not (isinstance(dedupe_key, str) and 1 <= len(dedupe_key) <= 200):
+        raise ValueError("a dedupe key must be 1 to 200 characters")
     if dedupe_key is not None:
         existing = session.scalar(
             select(Notification).where(

@@ -324,3 +324,14 @@ async def test_a_notification_too_large_for_its_event_is_refused_and_one_just_un
         nid = notify(user, "long", type="system_update", message="y" * (limit - 4096))
         got = await tab.next_event(5)
     assert (got.event, got.envelope["data"]["id"]) == ("notification", nid)
+
+
+@pytest.mark.parametrize("key", ["", "k" * 201])
+def test_a_dedupe_key_outside_1_to_200_characters_is_refused_on_every_database(user, key):
+    """SQLite stored a 201-character key, PostgreSQL failed with "value too long" (which
+    ``finrt notify`` reported as an unreachable database, and a task would retry)."""
+    with pytest.raises(ValueError, match="dedupe key must be 1 to 200 characters"):
+        with session_scope() as session:
+            create_notification(session, user, "report_ready", "t", "m", dedupe_key=key)
+    with session_scope() as session:
+        assert session.query(Notification).filter(Notification.user_id == user).count() == 0
