@@ -57,6 +57,14 @@ def join_open(
     # then join one digest instead of opening two. (SQLite serialises writers anyway.)
     session.execute(select(User.id).where(User.id == user_id).with_for_update())
     if dedupe_key is not None:
+        # Looked for again under the lock: a run of the same producer may have just made it.
+        made = session.scalar(
+            select(Notification)
+            .where(Notification.user_id == user_id, Notification.dedupe_key == dedupe_key)
+            .execution_options(populate_existing=True)
+        )
+        if made is not None:
+            return made
         joined = session.get(NotificationJoin, (user_id, dedupe_key), populate_existing=True)
         if joined is not None:
             return session.get(Notification, joined.notification_id)

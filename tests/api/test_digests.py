@@ -166,3 +166,22 @@ async def test_a_producer_that_runs_again_with_its_dedupe_key_does_not_grow_the_
     page = await me.page()
     assert [(n["id"], n["count"]) for n in page["notifications"]] == [(digest, 2)]
     assert page["notifications"][0]["title"] == "2 data-quality issues in fy2025.csv"
+
+
+async def test_one_producer_run_many_times_at_once_makes_one_notification_counting_one(
+    notify, inbox, user
+):
+    """Twenty runs of one producer (one dedupe key) at the same moment: the first creates the
+    digest, the others wait for it and find their key on it; none joins it as a second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(_: int) -> str:
+        return notify(
+            user, "line 1 refused", type="data_quality_issue", group="file:7", dedupe_key="k"
+        )
+
+    with ThreadPoolExecutor(10) as pool:
+        ids = set(pool.map(run, range(20)))
+    page = await inbox(user).page()
+    assert len(ids) == 1
+    assert [(n["id"], n["count"]) for n in page["notifications"]] == [(ids.pop(), 1)]
