@@ -36,8 +36,9 @@ BATCH = 1000
 # without a word (a NAT or firewall dropping the idle flow, a cable, a host gone) goes unnoticed
 # for hours on both ends (the kernel's default is two hours before the first probe): the relay
 # would hear no notification and publish only at its once-a-second poll, and the server would
-# keep the dead session's advisory lock from the standbys. Both ends probe after KEEPALIVE_IDLE seconds of silence and
-# give up after KEEPALIVE_COUNT unanswered probes KEEPALIVE_INTERVAL apart (about 30 s).
+# keep the dead session's advisory lock from the standbys. Both ends probe after KEEPALIVE_IDLE
+# seconds of silence and give up after KEEPALIVE_COUNT unanswered probes KEEPALIVE_INTERVAL
+# apart (about 30 s).
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 15, 5, 3
 # The same failure is logged once, then again at most this often while it lasts.
 REPEAT_LOG_SECONDS = 60.0
