@@ -67,12 +67,19 @@ class JwksKeys:
                 response = await client.get(self.url, headers={"Accept": "application/json"})
                 response.raise_for_status()
                 body: Any = response.json()
+            if not isinstance(body, dict):  # PyJWKSet.from_dict assumes an object
+                raise ValueError("the key set is not a JSON object")
             keys = PyJWKSet.from_dict(body).keys
         except (httpx.HTTPError, ValueError, PyJWKError, PyJWKSetError) as exc:
             # Known keys stay in use: a provider that is briefly down must not log everyone out.
             log.warning("JWKS fetch from %s failed: %s", self.url, exc)
             return
-        # Signing keys only; one without a kid is usable by tokens without one (see _lookup).
-        self.keys = {k.key_id or "": k for k in keys if k.public_key_use in (None, "sig")}
+        # Signing keys only; one without a kid is usable by tokens without one (see _lookup). A
+        # kid that is no string (PyJWK keeps whatever the provider sent) names no token's key.
+        self.keys = {
+            k.key_id or "": k
+            for k in keys
+            if k.public_key_use in (None, "sig") and isinstance(k.key_id, str | None)
+        }
         self.fetched_at = time.monotonic()
         log.info("JWKS fetched from %s: %d keys", self.url, len(self.keys))

@@ -30,13 +30,14 @@ class Jwks:
 
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
+        self.body: bytes | None = None  # served instead of the keys when set
         self.requests = 0
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 jwks.requests += 1
-                body = json.dumps({"keys": jwks.keys}).encode()
+                body = jwks.body or json.dumps({"keys": jwks.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -198,3 +199,26 @@ def test_an_unreachable_provider_is_503_not_401(start_api, user):
     r = httpx.get(f"{api.url}/api/v1/notifications", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 503 and "identity provider" in r.json()["detail"]
     assert _status(api.url, token) == 503
+
+
+def test_a_provider_serving_garbage_is_503_not_500(start_api, user, jwks):
+    """Regression: a key set that is JSON but no object (a list, a string, null) crashed the
+    request (500, a traceback) instead of counting as a provider that cannot be read."""
+    signing = _rsa()
+    token = _sign(signing, "RS256", "k1", _claims(user))
+    for body in (b"[1, 2]", b'"keys"', b"null", b"7"):
+        jwks.body = body
+        api = start_api(jwt_jwks_url=jwks.url)
+        r = httpx.get(
+            f"{api.url}/api/v1/notifications", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 503, (body, r.text)
+        assert "Traceback" not in api.log(), body
+        api.stop()
+    # A key whose kid is no string names no token's key; the set's other keys still work.
+    jwks.body = None
+    jwks.publish("k1", signing, "RS256")
+    jwks.keys.insert(0, {**jwks.keys[0], "kid": ["k1"]})
+    api = start_api(jwt_jwks_url=jwks.url)
+    assert _status(api.url, token) == 200
+    assert "Traceback" not in api.log()
