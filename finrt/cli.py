@@ -143,6 +143,14 @@ def token(
     from api.auth import issue_token
 
     s = _settings()
+    if s.jwt_asymmetric:
+        # The API then verifies with the provider's keys only: a token signed here is a 401.
+        name = "FINRT_JWT_JWKS_URL" if s.jwt_jwks_url else "FINRT_JWT_PUBLIC_KEY_FILE"
+        raise _fail(
+            f"{name} is set: the API accepts only tokens from the identity provider, "
+            "so get one from it (finrt token signs with FINRT_JWT_SECRET)",
+            2,
+        )
     try:
         typer.echo(
             issue_token(user_id, s.jwt_secret, s.jwt_algorithm, ttl_seconds=ttl, scopes=scope)

@@ -57,7 +57,7 @@ async def run_tail(
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from exc
     if token is None:
-        if not settings.jwt_secret:
+        if not settings.jwt_secret or settings.jwt_asymmetric:
             raise ValueError("pass --token (tokens come from the identity provider here)")
         user = reader_of(settings, channel)
 

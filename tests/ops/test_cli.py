@@ -133,6 +133,33 @@ def test_bad_token_input_is_a_clear_error(env):
     assert good.returncode == 0 and good.stdout.count(".") == 2
 
 
+def test_token_refuses_to_sign_when_the_api_takes_identity_provider_tokens(env, tmp_path):
+    """Regression: with a key setting the API refuses tokens signed with the secret, yet
+    ``finrt token`` printed one (or, without a secret, crashed with a traceback), and
+    ``finrt tail --api`` streamed with one (401)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for name, value in (
+        ("FINRT_JWT_PUBLIC_KEY_FILE", str(pem)),
+        ("FINRT_JWT_JWKS_URL", "https://idp.test/k"),
+    ):
+        for secret in ("", env["FINRT_JWT_SECRET"]):
+            keyed = {**env, name: value, "FINRT_JWT_SECRET": secret}
+            result = run(keyed, "token", "bob")
+            assert result.stdout == "", (name, secret)
+            assert_clear_error(result, 2, name, "identity provider")
+            # tail --api mints no such token either.
+            result = run(keyed, "tail", "user:bob", "--api", "http://127.0.0.1:9")
+            assert_clear_error(result, 2, "pass --token")
+
+
 @pytest.mark.parametrize(
     "data",
     ['{"v": NaN}', '{"v": [1, Infinity]}', '{"v": -Infinity}', '{"v": {"w": 1e999}}'],
