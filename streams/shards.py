@@ -153,9 +153,7 @@ class ShardLink:
                 self._shard_of[name] = owner
                 self._stale.discard(name)
                 self._channels[name].pending_subs += 1
-            conn.write(
-                encode_command("SSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names))
-            )
+            conn.write(self._by_slot("SSUBSCRIBE", names))
         if moved:
             self.stats.reconnects += 1
             log.info("resubscribed %d channels on the cluster; filling gaps", len(moved))
@@ -255,10 +253,17 @@ class ShardLink:
         for addr, group in by_addr.items():
             conn = self._shard_conns.get(addr)
             if conn is not None:
-                conn.write(
-                    encode_command("SUNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in group))
-                )
+                conn.write(self._by_slot("SUNSUBSCRIBE", group))
         self._close_unused()
+
+    def _by_slot(self, command: str, names: list[str]) -> bytes:
+        """``command`` for ``names``, one per slot: Redis refuses (CROSSSLOT) an SSUBSCRIBE or
+        SUNSUBSCRIBE whose channels lie in different slots, even on the primary owning both."""
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            shard_channel = pubsub_channel(self.prefix, name)
+            groups.setdefault(key_slot(shard_channel.encode()), []).append(shard_channel)
+        return b"".join(encode_command(command, *group) for group in groups.values())
 
     def _close_unused(self) -> None:
         used = set(self._shard_of.values())

@@ -164,3 +164,27 @@ def test_a_single_redis_without_replicas_refuses_acknowledged_publishing():
             pub.publish("user:unacked", "job_progress", {"n": 1})
     finally:
         client.close()
+
+
+async def test_channels_of_many_slots_subscribed_at_once_go_live(
+    cluster, start_api, token, user, make_file
+):
+    """Regression: the hub sent a primary's channels as one SSUBSCRIBE, which Redis refuses
+    (CROSSSLOT) when they lie in different slots; the hub took the error for a lost node and
+    dropped and reopened its connections in a tight loop, and the channels never went live.
+    A fresh process's first stream with channels of many slots places them all at once."""
+    files = [make_file(user) for _ in range(15)]
+    channels = [f"user:{user}", *(f"file:{f}" for f in files)]
+    prefix = get_settings().redis_prefix
+    slots = {key_slot(pubsub_channel(prefix, c).encode()) for c in channels}
+    owners = {cluster.owner(pubsub_channel(prefix, c)) for c in channels}
+    assert len(slots) > len(owners)  # some primary holds channels of several slots
+    api = start_cluster_api(start_api, cluster)
+    pub = cluster_publisher(cluster)
+    url = f"{api.url}/api/v1/stream"
+    async with sse(url, token(user), params=[("channel", c) for c in channels]) as stream:
+        await asyncio.sleep(1.0)  # the subscriptions are placed
+        sent = {pub.publish(c, "metric_update", {"c": c}) for c in channels}
+        got = await stream.events(len(channels), timeout=15)
+        assert {e.envelope["id"] for e in got} == sent
+    assert "lost; resubscribing" not in api.log()
