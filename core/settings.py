@@ -151,7 +151,7 @@ class Settings(BaseSettings):
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+        return [_browser_origin(o) for o in self.cors_origins.split(",") if o.strip()]
 
     @field_validator("cors_origins")
     @classmethod
@@ -243,6 +243,17 @@ class Settings(BaseSettings):
                 "commands run where `finrt dev` ran use its var/jwt_secret"
             )
         return self
+
+
+def _browser_origin(origin: str) -> str:
+    """``origin`` as a browser sends it in ``Origin`` (RFC 6454): host in lower case, no port
+    when it is the scheme's default; CORS compares origins as exact strings."""
+    scheme, _, host = origin.strip().rstrip("/").partition("://")
+    host = host.lower()
+    default = ":443" if scheme == "https" else ":80"
+    if host.endswith(default):
+        host = host[: -len(default)]
+    return f"{scheme}://{host}"
 
 
 def safe_url(url: str) -> str:

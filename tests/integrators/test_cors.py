@@ -57,3 +57,14 @@ def test_no_origins_by_default(api, token, user):
         auth = {"Authorization": f"Bearer {token(user)}", "Origin": APP}
         r = client.get("/api/v1/notifications", headers=auth)
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_an_origin_is_matched_as_browsers_send_it(start_api):
+    """Regression: an origin configured with capitals in its host or with its scheme's default
+    port never matched, since browsers send the host in lower case and leave that port out."""
+    api = start_api(cors_origins="https://App.Example.Test:443, http://Admin.Example.Test:80/")
+    with httpx.Client(base_url=api.url) as client:
+        for origin in ("https://app.example.test", "http://admin.example.test"):
+            r = _preflight(client, ROUTES[0], origin)
+            assert r.status_code == 200, origin
+            assert r.headers["access-control-allow-origin"] == origin
