@@ -73,7 +73,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port", min=1, max=65535)] = 8000,
     workers: Annotated[
         str,
         typer.Option(
@@ -384,7 +384,7 @@ def beat(ctx: typer.Context) -> None:
 
 @app.command()
 def dev(
-    port: Annotated[int, typer.Option(help="the API's port")] = 8000,
+    port: Annotated[int, typer.Option(help="the API's port", min=1, max=65535)] = 8000,
     seed: Annotated[bool, typer.Option(help="seed a demo user with a processed file")] = True,
 ) -> None:
     """Run everything on embedded defaults: Redis (unless FINRT_REDIS_URL is set), a worker

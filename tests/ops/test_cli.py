@@ -160,6 +160,19 @@ def test_token_refuses_to_sign_when_the_api_takes_identity_provider_tokens(env, 
             assert_clear_error(result, 2, "pass --token")
 
 
+@pytest.mark.parametrize("command", ["api", "dev"])
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_a_port_out_of_range_is_refused(env, command, port):
+    """Regression: ``finrt api --port 99999`` served on port 34463 (99999 modulo 65536) while
+    its log said 99999."""
+    try:
+        result = run(env, command, "--port", port, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"finrt {command} --port {port} started")
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--port'" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "data",
     ['{"v": NaN}', '{"v": [1, Infinity]}', '{"v": -Infinity}', '{"v": {"w": 1e999}}'],
