@@ -18,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
+from streams.connect import sync_client
 from streams.keys import ENGAGEMENT_HOUR_TTL, engagement_key
 
 log = logging.getLogger("finrt.engagement")
@@ -46,7 +47,7 @@ def save(counts: Counter[tuple[str, str]]) -> None:
     hour = datetime.now(UTC).strftime("%Y%m%d%H")
     try:
         if _client is None:
-            _client = redis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            _client = sync_client(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         pipe = _client.pipeline(transaction=False)
         for (kind, type), n in counts.items():
             pipe.hincrby(engagement_key(s.redis_prefix), f"{kind}:{type}", n)
