@@ -21,6 +21,7 @@ def print_stats(
     from finrt._cli import database_problem, is_database_error, safe_url
     from models import session_scope
     from services.engagement_stats import TypeFigures, add_deliveries, from_database
+    from streams.connect import sync_client
 
     now = datetime.now(UTC)
     try:
@@ -32,7 +33,7 @@ def print_stats(
         raise
     delivered_known = True
     try:
-        client = redis.Redis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        client = sync_client(s.redis_url, socket_timeout=3, socket_connect_timeout=3)
         add_deliveries(figures, client, s.redis_prefix, now)
     except redis.RedisError as exc:
         delivered_known = False

@@ -10,12 +10,12 @@ import sys
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
 from api.auth import issue_token
 from core.settings import Settings
 from finrt.client import Presence, astream
 from streams.channels import check_channel
+from streams.connect import async_client
 from streams.envelope import InvalidEvent, parse_id
 from streams.hub import Hub
 from streams.transports import WEBSOCKET
@@ -96,7 +96,7 @@ async def run_tail_redis(settings: Settings, channel: str, from_id: str | None) 
         last = parse_id(from_id) if from_id else None
     except InvalidEvent as exc:
         raise ValueError(str(exc)) from exc
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = async_client(settings.redis_url, socket_connect_timeout=3)
     try:
         await client.ping()
     except Exception as exc:
