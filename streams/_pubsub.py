@@ -71,6 +71,8 @@ class SubscriberProtocol(asyncio.Protocol):
         self.unresponsive = False
         self._watch: asyncio.Task[None] | None = None
         self.on_error: OnError | None = None
+        # The error reply (a command Redis refused, e.g. NOPERM) that ended the link, if one did.
+        self.refused: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -106,6 +108,7 @@ class SubscriberProtocol(asyncio.Protocol):
             elif isinstance(reply, hiredis.ReplyError):
                 if self.on_error is not None and self.on_error(str(reply)):
                     continue
+                self.refused = str(reply)
                 self._fail(reply)
                 return
         if got_message:

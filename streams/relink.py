@@ -126,7 +126,6 @@ class RedisLink(ShardLink):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            delay = 0.05
             self._conn = conn
             if not first:
                 self.stats.reconnects += 1
@@ -148,6 +147,18 @@ class RedisLink(ShardLink):
                         ch.ready = asyncio.get_running_loop().create_future()
                     ch.pending_subs = 0
                     ch.head = None  # Redis may come back without its history
+                if conn.refused is None:
+                    delay = 0.05
+                else:
+                    # Redis answers but refuses our command (an ACL without the channels):
+                    # reconnecting at once would only be refused again, in a tight loop.
+                    log.error(
+                        "Redis refused the pub/sub link's command (%s); retrying in %.2fs",
+                        conn.refused,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
     async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
         names = list(self._channels)

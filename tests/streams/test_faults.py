@@ -279,3 +279,37 @@ async def test_a_client_that_stops_reading_is_closed_without_slowing_others(star
         assert rest == expected
     finally:
         slow.close()
+
+
+def test_a_subscription_redis_refuses_is_retried_with_backoff_and_logged(start_api, token, user):
+    """Regression: when Redis refused the hub's SUBSCRIBE (an ACL user without channel
+    permissions: NOPERM), the hub dropped the link and reconnected at once, thousands of times
+    a second, a core busy and the log flooded, never saying why."""
+    server_redis = EmbeddedRedis().start()
+    try:
+        admin = redis.Redis.from_url(server_redis.url)
+        admin.acl_setuser(
+            "nochannels",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            commands=["+@all"],
+            reset_channels=True,
+        )
+        admin.close()
+        api = start_api(redis_url=f"redis://nochannels:pw@127.0.0.1:{server_redis.port}/0")
+        url = f"{api.url}/api/v1/stream/notifications"
+        headers = {"Authorization": f"Bearer {token(user)}"}
+        deadline = time.monotonic() + 3
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=3) as response:
+                for _ in response.iter_lines():
+                    if time.monotonic() > deadline:
+                        break
+        except httpx.HTTPError:
+            pass  # the stream cannot go live; what matters is what the process does meanwhile
+        log = api.log()
+        assert log.count("Redis pub/sub connection lost") < 20, log[-2000:]
+        assert "NOPERM" in log
+    finally:
+        server_redis.stop()
