@@ -65,6 +65,22 @@ SHARDED_PUBLISH_LUA = PUBLISH_LUA.replace("'PUBLISH'", "'SPUBLISH'")
 DEDUPE_TTL_SECONDS = 7 * 24 * 3600
 
 
+class PublishCount:
+    """Events this process published (each successful publish, a deduplicated repeat
+    included): the API's ``/metrics`` reads it, and workers add it to a fleet-wide total."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+PUBLISHED = PublishCount()
+
+
 class ReplicaAckMissing(redis.RedisError):
     """Fewer replicas than FINRT_REDIS_MIN_REPLICAS_ACK confirmed the event in time."""
 
@@ -175,6 +191,13 @@ class Publisher(_Base):
         dedupe: str | None = None,
     ) -> str:
         """Publish; with ``dedupe``, a second publish of the same token returns the first id."""
+        event_id = self._publish(channel, event_type, data, key, dedupe)
+        PUBLISHED.add()
+        return event_id
+
+    def _publish(
+        self, channel: str, event_type: str, data: Any, key: str | None, dedupe: str | None
+    ) -> str:
         keys, args = self._args(channel, event_type, data, key, dedupe)
         if not self.min_replicas_ack:
             return _as_str(self._script(keys=keys, args=args))
@@ -214,6 +237,13 @@ class AsyncPublisher(_Base):
         key: str | None = None,
         *,
         dedupe: str | None = None,
+    ) -> str:
+        event_id = await self._publish(channel, event_type, data, key, dedupe)
+        PUBLISHED.add()
+        return event_id
+
+    async def _publish(
+        self, channel: str, event_type: str, data: Any, key: str | None, dedupe: str | None
     ) -> str:
         keys, args = self._args(channel, event_type, data, key, dedupe)
         if not self.min_replicas_ack:

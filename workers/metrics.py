@@ -23,6 +23,7 @@ from celery.signals import task_postrun, task_prerun
 
 from core.settings import get_settings
 from streams.connect import sync_client
+from streams.publish import PUBLISHED
 
 log = logging.getLogger("finrt.workers.metrics")
 
@@ -37,9 +38,19 @@ def durations_key(prefix: str) -> str:
     return f"{prefix}:tasks:durations"
 
 
+def published_key(prefix: str) -> str:
+    """Events the workers' tasks published, fleet-wide (each process adds what it published
+    since it last did, with its task durations)."""
+    return f"{prefix}:tasks:published"
+
+
+_reported = 0  # of this process's PUBLISHED, what is already in published_key
+
+
 def record_duration(task_name: str, seconds: float) -> None:
-    """Add one run of ``task_name`` to the shared histogram (best effort)."""
-    global _client
+    """Add one run of ``task_name`` to the shared histogram, and the events this process
+    published since the last run to the fleet's total (best effort)."""
+    global _client, _reported
     s = get_settings()
     bound = BOUNDS[bisect.bisect_left(DURATION_BUCKETS, seconds)]
     key = durations_key(s.redis_prefix)
@@ -50,7 +61,11 @@ def record_duration(task_name: str, seconds: float) -> None:
         pipe.hincrby(key, f"{task_name}:{bound}", 1)
         pipe.hincrbyfloat(key, f"{task_name}:sum", seconds)
         pipe.hincrby(key, f"{task_name}:count", 1)
+        published = PUBLISHED.value
+        if published > _reported:
+            pipe.incrby(published_key(s.redis_prefix), published - _reported)
         pipe.execute()
+        _reported = published
     except redis.RedisError:
         log.debug("task duration not recorded", exc_info=True)
 

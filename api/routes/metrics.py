@@ -34,7 +34,8 @@ from services import engagement
 from streams.keys import engagement_key
 from streams.metrics import HubCollector
 from streams.presence_metrics import PresenceCollector
-from workers.metrics import TaskDurations, durations_key, parse_durations
+from streams.publish import PUBLISHED
+from workers.metrics import TaskDurations, durations_key, parse_durations, published_key
 from workers.outcomes import outcomes_key
 
 log = logging.getLogger("finrt.api.metrics")
@@ -53,8 +54,9 @@ class TaskCollector(Collector):
         self,
         outcomes: dict[tuple[str, str], int] | None,
         durations: dict[str, TaskDurations] | None,
+        published: int | None = None,
     ) -> None:
-        self.outcomes, self.durations = outcomes, durations
+        self.outcomes, self.durations, self.published = outcomes, durations, published
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -80,6 +82,24 @@ class TaskCollector(Collector):
         for task, found in sorted(self.durations.items()):
             durations.add_metric([task], found.buckets(), sum_value=found.sum)
         yield durations
+        yield CounterMetricFamily(
+            "finrt_task_events_published",
+            "Events published to Redis by Celery tasks (progress, and the outbox after their "
+            "commits), fleet-wide.",
+            value=self.published or 0,
+        )
+
+
+class PublishedCollector(Collector):
+    """Events this process published to Redis."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "finrt_events_published",
+            "Events this process published to Redis (POST /events, and the outbox after its "
+            "requests' commits).",
+            value=PUBLISHED.value,
+        )
 
 
 class OutboxCollector(Collector):
@@ -168,7 +188,7 @@ Counts = dict[tuple[str, str], int]
 
 async def _read_tasks(
     state: StateDep,
-) -> tuple[Counts | None, dict[str, TaskDurations] | None, Counts | None]:
+) -> tuple[Counts | None, dict[str, TaskDurations] | None, Counts | None, int | None]:
     prefix = state.settings.redis_prefix
     try:
         async with asyncio.timeout(REDIS_READ_TIMEOUT_SECONDS):
@@ -176,11 +196,17 @@ async def _read_tasks(
             pipe.hgetall(outcomes_key(prefix))
             pipe.hgetall(durations_key(prefix))
             pipe.hgetall(engagement_key(prefix))
-            outcomes, durations, notifications = await pipe.execute()
+            pipe.get(published_key(prefix))
+            outcomes, durations, notifications, published = await pipe.execute()
     except Exception as exc:
         log.warning("task metrics not read from Redis: %s", type(exc).__name__)
-        return None, None, None
-    return _outcomes(outcomes), parse_durations(durations), engagement.parse(notifications)
+        return None, None, None, None
+    return (
+        _outcomes(outcomes),
+        parse_durations(durations),
+        engagement.parse(notifications),
+        int(published or 0),
+    )
 
 
 @router.get(
@@ -190,14 +216,15 @@ async def _read_tasks(
 )
 async def metrics(state: StateDep, request: Request) -> Response:
     """Prometheus metrics: streams of this process, Celery tasks of the fleet."""
-    outcomes, durations, notifications = await _read_tasks(state)
+    outcomes, durations, notifications, published = await _read_tasks(state)
     refused = await _read_refused(state)
     # A registry per scrape: nothing global, and every value is read as of this request.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(state.hub))
     if state.hub.presence is not None:
         registry.register(PresenceCollector(state.hub.presence))
-    registry.register(TaskCollector(outcomes, durations))
+    registry.register(PublishedCollector())
+    registry.register(TaskCollector(outcomes, durations, published))
     registry.register(EngagementCollector(notifications))
     registry.register(LoopCollector())
     registry.register(HttpCollector(request.app.state.http_stats))

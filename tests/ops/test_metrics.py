@@ -64,6 +64,19 @@ async def test_stream_series_move_as_events_flow(start_api, env, token, user, ma
     assert value(after, "finrt_events_delivered_total") >= 8
     assert value(after, "finrt_resets_total", reason="history_lost") == 0
 
+    # Events this process publishes are counted (those a script published, above, are not).
+    assert value(after, "finrt_events_published_total") == 0
+    service = {"Authorization": f"Bearer {token(f'{user}-svc', scope='publish')}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for n in range(3):
+            r = await client.post(
+                f"{api.url}/api/v1/events/{channel}",
+                headers=service,
+                json={"type": "price_tick", "data": {"n": n}},
+            )
+            assert r.status_code == 202, r.text
+    assert value(scrape(api.url), "finrt_events_published_total") == 3
+
     # A position from before the channel's history began (Redis restarted without persistence,
     # or a client's stale id) is a reset, counted by its reason.
     async with sse(url, token(user), last_event_id="1-0") as stream:
@@ -174,6 +187,9 @@ async def test_task_outcomes_and_durations_reach_every_api_process(
     assert value(samples, "finrt_task_metrics_up") == 1
     assert value(samples, "finrt_tasks_total", task=task, outcome="success") == 1
     assert value(samples, "finrt_tasks_total", task=task, outcome="failure") == 0
+    # What the task published (progress, the file's and its owner's events after its commit)
+    # is counted in Redis for the fleet; the API process itself published none of it.
+    assert value(samples, "finrt_task_events_published_total") >= 3
     count = value(samples, "finrt_task_duration_seconds_count", task=task)
     assert value(samples, "finrt_task_duration_seconds_bucket", task=task, le="+Inf") == count
     assert 0 < value(samples, "finrt_task_duration_seconds_sum", task=task) < 60
