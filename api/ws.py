@@ -23,6 +23,7 @@ from streams.channels import check_channel
 from streams.envelope import InvalidEvent
 from streams.hub import HubUnavailable, TooManyStreams
 from streams.presence import carries_presence
+from streams.presence_live import frames as presence_frames
 from streams.subscriber import Subscriber
 from streams.transports import WEBSOCKET
 
@@ -84,12 +85,20 @@ class WebSocketSession:
         except (HubUnavailable, RedisError):
             return self.error("event service unavailable, try again")
         reply: dict[str, Any] = {"type": "subscribed", "channel": channel}
+        snapshot: dict[str, Any] | None = None
         if hub.presence is not None and carries_presence(channel):
             try:  # who is on the file, as of this subscription
-                reply["presence"] = await hub.presence.snapshot(channel)
+                snapshot = await hub.presence.snapshot(channel)
             except (RedisError, OSError, TimeoutError):
-                reply["presence"] = None
+                snapshot = None
+            reply["presence"] = snapshot
         self.reply(reply)
+        if snapshot is not None:
+            # And as the file's first presence event, as on every stream that carries it.
+            sub.queue_raw(
+                sub.transport.control(*presence_frames(channel, "presence", snapshot), None)
+            )
+            hub.mark(sub)
 
 
 @router.websocket("/api/v1/ws")

@@ -228,7 +228,9 @@ async def test_presence_endpoint_follows_the_file_access_rules(api, token, user,
     assert get(file_id, None).status_code == 401
 
 
-async def test_websocket_subscribed_reply_carries_the_snapshot(api, token, user, make_file):
+async def test_websocket_subscribed_reply_carries_the_snapshot_and_a_presence_event_follows(
+    api, token, user, make_file
+):
     bob = f"{user}-bob"
     file_id = make_file(user, members=(bob,))
     channel = f"file:{file_id}"
@@ -239,6 +241,10 @@ async def test_websocket_subscribed_reply_carries_the_snapshot(api, token, user,
         assert reply["type"] == "subscribed" and reply["channel"] == channel
         assert reply["presence"]["count"] == 1
         assert reply["presence"]["users"][0]["user_id"] == user
+        # The file's first presence event, as on every stream that carries it.
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "presence" and first["id"] is None
+        assert first["channel"] == channel and first["data"] == reply["presence"]
         async with _held(api, file_id, token(bob)):
             joined = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert joined["type"] == "presence_join" and joined["id"] is None
