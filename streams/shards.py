@@ -68,6 +68,7 @@ class ShardLink:
         self._shard_of: dict[str, str] = {}  # channel -> node it is subscribed on
         self._stale: set[str] = set()  # channels whose subscription Redis ended
         self._resync = asyncio.Event()
+        self._refused_delay = 0.05  # before resubscribing after a node refused our command
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -195,6 +196,22 @@ class ShardLink:
             self.stats.unresponsive += 1
         if self._stopping:
             return
+        if conn.refused is not None:
+            # The node answers but refuses our command (an ACL without the channels):
+            # resubscribing at once would only be refused again, in a tight loop.
+            delay = self._refused_delay
+            log.error(
+                "Redis Cluster node %s refused the pub/sub link's command (%s); retrying in %.2fs",
+                addr,
+                conn.refused,
+                delay,
+            )
+            self._refused_delay = min(delay * 2, 2.0)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+        else:
+            self._refused_delay = 0.05
         lost = [n for n, a in self._shard_of.items() if a == addr]
         if lost:
             log.warning("Redis Cluster node %s lost; resubscribing %d channels", addr, len(lost))

@@ -188,3 +188,45 @@ async def test_channels_of_many_slots_subscribed_at_once_go_live(
         got = await stream.events(len(channels), timeout=15)
         assert {e.envelope["id"] for e in got} == sent
     assert "lost; resubscribing" not in api.log()
+
+
+def test_a_subscription_the_cluster_refuses_is_retried_with_backoff_and_logged(
+    cluster: TestCluster, start_api: Callable[..., ApiServer], token, user
+) -> None:
+    """A node that refuses the hub's SSUBSCRIBE (an ACL user without channel permissions:
+    NOPERM) is retried with a growing pause and its answer logged, not resubscribed at once
+    in a tight loop."""
+    import time
+
+    import httpx
+
+    name = f"nochannels{user[-6:]}"
+    nodes = [node.client() for node in cluster.live()]
+    try:
+        for node in nodes:
+            node.acl_setuser(
+                name,
+                enabled=True,
+                passwords=["+pw"],
+                keys=["*"],
+                commands=["+@all"],
+                reset_channels=True,
+            )
+        url = cluster.url.replace("redis+cluster://", f"redis+cluster://{name}:pw@", 1)
+        api = start_api(redis_url=url, celery_broker_url=REDIS_URL)
+        headers = {"Authorization": f"Bearer {token(user)}"}
+        deadline = time.monotonic() + 3
+        with contextlib.suppress(httpx.HTTPError):  # the stream cannot go live
+            with httpx.stream(
+                "GET", f"{api.url}/api/v1/stream/notifications", headers=headers, timeout=3
+            ) as response:
+                for _ in response.iter_lines():
+                    if time.monotonic() > deadline:
+                        break
+        log = api.log()
+        assert "NOPERM" in log, log[-2000:]
+        assert log.count("refused the pub/sub link's command") < 20, log[-2000:]
+    finally:
+        for node in nodes:
+            node.acl_deluser(name)
+            node.close()
