@@ -381,6 +381,8 @@ async def test_too_many_channels_on_a_websocket_is_an_error_and_the_socket_goes_
                 "type": "subscribed",
                 "channel": channel,
             }
+            if channel.startswith("file:"):  # and a presence event follows it
+                assert json.loads(await ws.recv())["type"] == "presence"
         refused = await ask({"type": "subscribe", "channel": channels[2]})
         assert refused == {"type": "error", "error": "too many channels on this socket"}
         streams.publish(channels[2], "metric_update", {"n": "not subscribed"})

@@ -45,8 +45,15 @@ def test_opening_the_bell_sees_in_both_tabs_and_archive_leaves_the_other(
 
     first.page.bring_to_front()
     open_bell(first)
-    for tab in (first, second):
-        tab.wait_badge(0)
+    for name, tab in (("first", first), ("second", second)):
+        try:
+            tab.wait_badge(0, timeout=30)
+        except Exception as exc:  # what each tab holds, for whoever reads the failure
+            state = "() => ({bell: {...document.querySelector('#bell').dataset}, stats: window.finrt && window.finrt.stats})"
+            raise AssertionError(
+                f"the {name} tab's badge never reached 0 ({exc}); first: "
+                f"{first.page.evaluate(state)}; second: {second.page.evaluate(state)}"
+            ) from None
     assert second.page.is_hidden("#bell-badge")
     second.wait_unread(3)  # seen is not read
     counts = first.page.inner_text(".inbox-counts")

@@ -13,6 +13,7 @@ import pytest
 from kombu.connection import Connection
 
 from domain.sample import rows_csv
+from finrt.embedded_redis import free_port
 from tests.fixtures_workers import auth, events_until, upload_csv
 from tests.support import Received, make_token, sse
 
@@ -35,7 +36,7 @@ def _rabbitmq_answers() -> bool:
 
 def test_a_cluster_without_a_broker_url_is_one_line_at_start(cluster, env):
     run_env = dict(env, FINRT_REDIS_URL=cluster.url, FINRT_CELERY_BROKER_URL="")
-    for command in (["api", "--port", "0"], ["worker"]):
+    for command in (["api", "--port", str(free_port())], ["worker"]):
         done = subprocess.run(
             [FINRT, *command], env=run_env, capture_output=True, text=True, timeout=60
         )

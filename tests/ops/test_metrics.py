@@ -116,6 +116,7 @@ async def test_websocket_and_file_connections_are_counted_by_kind(
         await _until(lambda: _open(scrape(api.url), "websocket", "none") == 1)
         await ws.send(json.dumps({"type": "subscribe", "channel": f"file:{file_id}"}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
+        assert json.loads(await ws.recv())["type"] == "presence"  # who is on the file
         assert _open(scrape(api.url), "websocket", "file") == 1
         await ws.send(json.dumps({"type": "subscribe", "channel": f"user:{user}"}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
