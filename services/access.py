@@ -64,6 +64,20 @@ def ensure_user(session: Session, user_id: str) -> None:
     session.execute(insert(User).values(id=user_id, created_at=utcnow()).on_conflict_do_nothing())
 
 
+def lock_user(session: Session, user_id: str, *, key_share: bool = False) -> None:
+    """Lock the user's row until the transaction ends, so that one person's changes of one
+    kind happen one after the other (PostgreSQL; SQLite serialises writers anyway).
+
+    ``key_share``: ``FOR NO KEY UPDATE``, which leaves rows that refer to the user (their
+    notifications, say) insertable meanwhile; otherwise ``FOR UPDATE``. LookupError when the
+    user does not exist (callers create it first with :func:`ensure_user`)."""
+    locked = session.execute(
+        select(User.id).where(User.id == user_id).with_for_update(key_share=key_share)
+    ).first()
+    if locked is None:
+        raise LookupError(f"no user {user_id!r}")
+
+
 def ensure_users(session: Session, user_ids: list[str]) -> None:
     """:func:`ensure_user` for many users at once: one SELECT of those that exist (per 500),
     one ``INSERT ... ON CONFLICT DO NOTHING`` sent for all the others (none when all exist, so

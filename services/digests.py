@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from models.notifications import Notification, NotificationJoin
 from models.outbox import enqueue
-from models.users import User
+from services.access import lock_user
 from services.announce_changes import announced_by_caller
-from services.notifications import present, to_public, with_counts
+from services.notifications import deduplicated, present, to_public, with_counts
 from streams.channels import user_channel
 
 # At most one notification_updated per digest per this many seconds.
@@ -55,19 +55,12 @@ def join_open(
     now = datetime.now(UTC)
     # One person's digests change one at a time: two producers of one burst running together
     # then join one digest instead of opening two. (SQLite serialises writers anyway.)
-    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    lock_user(session, user_id)
     if dedupe_key is not None:
         # Looked for again under the lock: a run of the same producer may have just made it.
-        made = session.scalar(
-            select(Notification)
-            .where(Notification.user_id == user_id, Notification.dedupe_key == dedupe_key)
-            .execution_options(populate_existing=True)
-        )
+        made = deduplicated(session, user_id, dedupe_key, fresh=True)
         if made is not None:
             return made
-        joined = session.get(NotificationJoin, (user_id, dedupe_key), populate_existing=True)
-        if joined is not None:
-            return session.get(Notification, joined.notification_id)
     n = session.scalar(
         select(Notification)
         .where(

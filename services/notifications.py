@@ -12,7 +12,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import CursorResult, Executable, Result, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -25,6 +24,7 @@ from services import engagement
 from services.access import ensure_user
 from services.preferences import is_critical, muted
 from streams.channels import user_channel
+from streams.envelope import InvalidEvent, envelope_tail
 
 MAX_PAGE_SIZE = 100
 MAX_ACTIONS = 2
@@ -95,33 +95,68 @@ def check_actions(actions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return checked
 
 
-# What a notification event carries besides its title, message, data and actions (ids, times,
-# counts, a digest's first title, the envelope), generously.
-EVENT_OVERHEAD_BYTES = 2048
+# An event's figures (counts, times, a digest's first title) are filled in when it is
+# published: the size check counts each at its widest.
+_WIDEST = 2**53
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+_WIDEST_TITLE = "\U0001f4c8" * 200  # 200 characters of four bytes each
 
 
 def check_event_size(
-    title: str, message: str, data: dict[str, Any] | None, actions: list[dict[str, Any]]
+    user_id: str,
+    type: str,
+    title: str,
+    message: str,
+    data: dict[str, Any] | None,
+    actions: list[dict[str, Any]],
+    priority: str = "normal",
 ) -> None:
-    """ValueError when the ``notification`` event would be over FINRT_MAX_EVENT_BYTES: it could
-    never be published, so the person would find it in the list but never be told live."""
-    size = len(
-        orjson.dumps(
-            {
-                "title": title[:200],
-                "message": message,
-                "data": data or {},
-                "actions": [public_action(a) for a in actions],
-            }
-        )
+    """ValueError when an event of the notification would be over FINRT_MAX_EVENT_BYTES: it
+    could never be published, so the person would find it in the list but never be told live.
+
+    The event checked is the largest the notification can travel in, built and encoded as it
+    is published: a digest's ``notification_updated`` with the counts, every time and figure
+    at its widest."""
+    stamp = iso(_LATEST)
+    probe = Notification(
+        id=str(uuid.UUID(int=0)),
+        user_id=user_id,
+        type=type,
+        title=title[:200],
+        message=message,
+        data={**(data or {}), "first_title": _WIDEST_TITLE},
+        priority=priority,
+        is_read=False,
+        is_dismissed=False,
+        created_at=_LATEST,
+        read_at=_LATEST,
+        expires_at=_LATEST,
+        seen_at=_LATEST,
+        archived_at=_LATEST,
+        snoozed_until=_LATEST,
+        actions=[{**a, "done_at": stamp} for a in actions],
+        count=_WIDEST,
     )
-    limit = get_settings().max_event_bytes - EVENT_OVERHEAD_BYTES
-    if size > limit:
-        raise ValueError(
-            f"the notification's title, message, data and actions are {size} bytes as JSON; "
-            f"at most {limit} fit in its event (FINRT_MAX_EVENT_BYTES less "
-            f"{EVENT_OVERHEAD_BYTES})"
+    figures = {
+        "unseen": _WIDEST,
+        "unread": _WIDEST,
+        "by_priority": dict.fromkeys(PRIORITIES, _WIDEST),
+    }
+    payload = {**to_public(probe), "unread_count": _WIDEST, "counts": figures}
+    limit = get_settings().max_event_bytes
+    try:
+        envelope_tail(
+            user_channel(user_id),
+            "notification_updated",
+            payload,
+            f"digest:{probe.id}",
+            stamp or "",
+            limit,
         )
+    except InvalidEvent as exc:
+        raise ValueError(
+            f"the notification does not fit in its event (FINRT_MAX_EVENT_BYTES): {exc}"
+        ) from None
 
 
 def not_expired(now: datetime) -> Any:
@@ -217,7 +252,7 @@ def create_notification(
         if expires_at <= datetime.now(UTC):
             raise ValueError("expires_at is already past: the notification would never show")
     checked_actions = check_actions(actions)
-    check_event_size(title, message, data, checked_actions)
+    check_event_size(user_id, type, title, message, data, checked_actions, priority)
     if type not in NOTIFICATION_TYPES:
         raise ValueError(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
     if priority not in PRIORITIES:
@@ -227,16 +262,9 @@ def create_notification(
     if dedupe_key is not None and not (isinstance(dedupe_key, str) and 1 <= len(dedupe_key) <= 200):
         raise ValueError("a dedupe key must be 1 to 200 characters")
     if dedupe_key is not None:
-        existing = session.scalar(
-            select(Notification).where(
-                Notification.user_id == user_id, Notification.dedupe_key == dedupe_key
-            )
-        )
+        existing = deduplicated(session, user_id, dedupe_key)
         if existing is not None:
             return existing
-        join = session.get(NotificationJoin, (user_id, dedupe_key))
-        if join is not None:  # it joined a digest, which stands for it
-            return session.get_one(Notification, join.notification_id)
     ensure_user(session, user_id)
     now = datetime.now(UTC)
     is_muted = muted(session, user_id, type)
@@ -278,11 +306,8 @@ def create_notification(
         },
     )
     if n is None:  # the same dedupe key, committed concurrently
-        existing = session.scalar(
-            select(Notification).where(
-                Notification.user_id == user_id, Notification.dedupe_key == dedupe_key
-            )
-        )
+        assert dedupe_key is not None  # only a dedupe key conflicts
+        existing = deduplicated(session, user_id, dedupe_key)
         if existing is None:
             raise RuntimeError(f"dedupe key {dedupe_key!r} conflicted but no row holds it")
         return existing
@@ -293,6 +318,26 @@ def create_notification(
     payload["unread_count"] = unread_count(session, user_id)
     enqueue(session, user_channel(user_id), "notification", payload)
     return n
+
+
+def deduplicated(
+    session: Session, user_id: str, dedupe_key: str, *, fresh: bool = False
+) -> Notification | None:
+    """The notification a producer's ``dedupe_key`` already made, or the digest it joined
+    (which stands for it); None when the key is new. ``fresh``: read past the session's
+    identity map (after taking a lock, another transaction's commit must be seen)."""
+    options = {"populate_existing": True} if fresh else {}
+    made = session.scalar(
+        select(Notification)
+        .where(Notification.user_id == user_id, Notification.dedupe_key == dedupe_key)
+        .execution_options(**options)
+    )
+    if made is not None:
+        return made
+    joined = session.get(NotificationJoin, (user_id, dedupe_key), populate_existing=fresh)
+    if joined is None:
+        return None
+    return session.get_one(Notification, joined.notification_id)
 
 
 def _window_end(now: datetime) -> datetime:

@@ -19,8 +19,7 @@ from core.notification_types import BUILT_IN_CRITICAL_TYPES, NOTIFICATION_TYPES
 from core.settings import get_settings
 from models.notifications import NotificationPreference
 from models.outbox import enqueue
-from models.users import User
-from services.access import ensure_user
+from services.access import ensure_user, lock_user
 from streams.channels import user_channel
 
 
@@ -91,7 +90,7 @@ def update_preferences(
     # One change of a person's preferences at a time: two first choices of one type would
     # both insert its row (a 500 for the second), and each event must show what the one
     # before it stored. FOR NO KEY UPDATE leaves inserts referring to the user unblocked.
-    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True)).one()
+    lock_user(session, user_id, key_share=True)
     now = datetime.now(UTC)
     before = preferences(session, user_id)
     changed = False

@@ -251,7 +251,12 @@ def _finish_processed(
             title,
             message,
             data=_fitting(
-                title, message, lambda listed: _issues_data(file.id, result.errors, listed), actions
+                file.owner_id,
+                "data_quality_issue",
+                title,
+                message,
+                lambda listed: _issues_data(file.id, result.errors, listed),
+                actions,
             ),
             priority="high",
             dedupe_key=f"data_quality_issue:{file.id}",
@@ -280,7 +285,12 @@ def _issues_data(
 
 
 def _fitting(
-    title: str, message: str, data_for: Callable[[int], dict[str, Any]], actions: list[Any]
+    user_id: str,
+    type: str,
+    title: str,
+    message: str,
+    data_for: Callable[[int], dict[str, Any]],
+    actions: list[Any],
 ) -> dict[str, Any]:
     """The notification's data listing as many issues as fit its event (FINRT_MAX_EVENT_BYTES),
     so that a file's notification is never refused for the rows it names."""
@@ -288,7 +298,7 @@ def _fitting(
     while True:
         data = data_for(listed)
         try:
-            check_event_size(title, message, data, actions)
+            check_event_size(user_id, type, title, message, data, actions, "high")
         except ValueError:
             if listed > 0:
                 listed //= 2
@@ -332,7 +342,7 @@ def _finish_failed(
         "error_alert",
         title,
         message,
-        data=_fitting(title, message, data_for, actions),
+        data=_fitting(file.owner_id, "error_alert", title, message, data_for, actions),
         priority="high",
         # Per job: a file processed again (Retry processing) that fails again says so again.
         dedupe_key=f"file_failed:{file.id}:{job_id}",

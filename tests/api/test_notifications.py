@@ -326,6 +326,27 @@ async def test_a_notification_too_large_for_its_event_is_refused_and_one_just_un
     assert (got.event, got.envelope["data"]["id"]) == ("notification", nid)
 
 
+async def test_a_small_event_limit_still_lets_a_short_notification_through(
+    env, stream_url, token, inbox, user
+):
+    """The size check builds the largest event the notification can travel in and measures
+    it: it used to allow a fixed 2,048 bytes for everything around the text, so an operator's
+    FINRT_MAX_EVENT_BYTES of 2048 refused every notification, however short."""
+    small = {**env, "FINRT_MAX_EVENT_BYTES": "2048"}
+    args = ["notify", user, "--type", "system_update", "--title", "Maintenance"]
+    async with sse(stream_url, token(user)) as stream:
+        code, out, err = await _finrt(small, *args, "--message", "Tonight 22:00 UTC")
+        assert code == 0, err
+        got = await stream.next_event(5)
+        assert (got.event, got.envelope["data"]["id"]) == ("notification", out.strip())
+        code, _, err = await _finrt(small, *args, "--message", "x" * 1500)
+        assert code == 2
+        assert "does not fit in its event (FINRT_MAX_EVENT_BYTES)" in err
+        assert "the limit is 2048" in err
+        await stream.no_event(0.3)
+    assert [n["id"] for n in (await inbox(user).page())["notifications"]] == [out.strip()]
+
+
 @pytest.mark.parametrize("key", ["", "k" * 201])
 def test_a_dedupe_key_outside_1_to_200_characters_is_refused_on_every_database(user, key):
     """SQLite stored a 201-character key, PostgreSQL failed with "value too long" (which
