@@ -35,10 +35,13 @@ class WebSocketSession:
     def __init__(self, state: AppState, ws: WebSocket, sub: Subscriber) -> None:
         self.state, self.ws, self.sub = state, ws, sub
 
-    def reply(self, message: dict[str, Any]) -> None:
-        # Bounded by FINRT_CLIENT_BUFFER: a client that reads none of the replies is closed as
-        # slow (Subscriber.queue_raw).
+    def reply(self, message: dict[str, Any], *then: bytes) -> None:
+        """Queue the reply and the frames ``then`` after it, and wake the sender once.
+        Bounded by FINRT_CLIENT_BUFFER: a client that reads none of the replies is closed as
+        slow (Subscriber.queue_raw)."""
         self.sub.queue_raw(orjson.dumps(message))
+        for frame in then:
+            self.sub.queue_raw(frame)
         self.state.hub.mark(self.sub)
 
     def error(self, text: str) -> None:
@@ -92,13 +95,12 @@ class WebSocketSession:
             except (RedisError, OSError, TimeoutError):
                 snapshot = None
             reply["presence"] = snapshot
-        self.reply(reply)
-        if snapshot is not None:
-            # And as the file's first presence event, as on every stream that carries it.
-            sub.queue_raw(
-                sub.transport.control(*presence_frames(channel, "presence", snapshot), None)
-            )
-            hub.mark(sub)
+        if snapshot is None:
+            return self.reply(reply)
+        # And as the file's first presence event, as on every stream that carries it.
+        self.reply(
+            reply, sub.transport.control(*presence_frames(channel, "presence", snapshot), None)
+        )
 
 
 @router.websocket("/api/v1/ws")

@@ -30,6 +30,24 @@ import hiredis
 
 log = logging.getLogger("finrt.hub")
 
+
+class Backoff:
+    """The pause before trying again: ``first`` seconds, doubling after each failure up to
+    ``most``, back to ``first`` after :meth:`reset` (a success)."""
+
+    def __init__(self, first: float = 0.05, most: float = 2.0) -> None:
+        self.first, self.most = first, most
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
 OnMessage = Callable[[bytes, bytes], None]
 OnConfirm = Callable[[bytes, bytes], None]
 OnBatchEnd = Callable[[], None]

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
+from streams._pubsub import Backoff, SubscriberProtocol, encode_command, open_subscriber
 from streams.history import plan_resume
 from streams.keys import channel_from_pubsub, pubsub_channel
 from streams.shards import ShardLink
@@ -110,7 +110,7 @@ class RedisLink(ShardLink):
     async def _keep_connected(self) -> None:
         if self.sharded:
             return await self._keep_shards()
-        delay = 0.05
+        backoff = Backoff()
         first = True
         while not self._stopping:
             try:
@@ -122,9 +122,9 @@ class RedisLink(ShardLink):
                     health_seconds=self.redis_health_seconds,
                 )
             except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
+                delay = backoff.next()
                 log.warning("Redis pub/sub connect failed (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
             self._conn = conn
             if not first:
@@ -148,17 +148,17 @@ class RedisLink(ShardLink):
                     ch.pending_subs = 0
                     ch.head = None  # Redis may come back without its history
                 if conn.refused is None:
-                    delay = 0.05
+                    backoff.reset()
                 else:
                     # Redis answers but refuses our command (an ACL without the channels):
                     # reconnecting at once would only be refused again, in a tight loop.
+                    delay = backoff.next()
                     log.error(
                         "Redis refused the pub/sub link's command (%s); retrying in %.2fs",
                         conn.refused,
                         delay,
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
 
     async def _resubscribe_all(self, conn: SubscriberProtocol, refill: bool) -> None:
         names = list(self._channels)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from streams._pubsub import SubscriberProtocol, encode_command, open_subscriber
+from streams._pubsub import Backoff, SubscriberProtocol, encode_command, open_subscriber
 from streams.connect import cluster_seeds, is_cluster
 from streams.keys import channel_from_pubsub, pubsub_channel
 
@@ -68,7 +68,7 @@ class ShardLink:
         self._shard_of: dict[str, str] = {}  # channel -> node it is subscribed on
         self._stale: set[str] = set()  # channels whose subscription Redis ended
         self._resync = asyncio.Event()
-        self._refused_delay = 0.05  # before resubscribing after a node refused our command
+        self._refused = Backoff()  # before resubscribing after a node refused our command
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -199,19 +199,18 @@ class ShardLink:
         if conn.refused is not None:
             # The node answers but refuses our command (an ACL without the channels):
             # resubscribing at once would only be refused again, in a tight loop.
-            delay = self._refused_delay
+            delay = self._refused.next()
             log.error(
                 "Redis Cluster node %s refused the pub/sub link's command (%s); retrying in %.2fs",
                 addr,
                 conn.refused,
                 delay,
             )
-            self._refused_delay = min(delay * 2, 2.0)
             await asyncio.sleep(delay)
             if self._stopping:
                 return
         else:
-            self._refused_delay = 0.05
+            self._refused.reset()
         lost = [n for n, a in self._shard_of.items() if a == addr]
         if lost:
             log.warning("Redis Cluster node %s lost; resubscribing %d channels", addr, len(lost))

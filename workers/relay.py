@@ -127,13 +127,13 @@ class Relay:
         import psycopg
 
         with psycopg.connect(listen_conninfo(self.url), autocommit=True) as conn:
-            # The server's end of it (each is a setting a session may change).
-            for name, value in (
-                ("tcp_keepalives_idle", KEEPALIVE_IDLE),
-                ("tcp_keepalives_interval", KEEPALIVE_INTERVAL),
-                ("tcp_keepalives_count", KEEPALIVE_COUNT),
-            ):
-                conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
+            # The server's end of it (settings a session may change), in one round trip.
+            conn.execute(
+                "SELECT set_config('tcp_keepalives_idle', %s, false),"
+                " set_config('tcp_keepalives_interval', %s, false),"
+                " set_config('tcp_keepalives_count', %s, false)",
+                (str(KEEPALIVE_IDLE), str(KEEPALIVE_INTERVAL), str(KEEPALIVE_COUNT)),
+            )
             lock = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
             while not self.stop.is_set():
                 row = conn.execute(lock, (LOCK_CLASS,)).fetchone()
