@@ -149,3 +149,8 @@ class ClientGroup:
             await self._all([{"cmd": "close"}] * len(self.workers), 60)
         for w in self.workers:
             await w.close()
+
+
+def open_summary(opened: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a ``ClientGroup.open`` reply that go into a scenario's result."""
+    return {k: opened[k] for k in ("count", "ok", "failed", "errors", "elapsed_s", "ready_ms")}

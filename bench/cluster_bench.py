@@ -69,18 +69,12 @@ def _env(bench: Bench, **values: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _redis_cpu_of(bench: Bench, pids: list[int]) -> Iterator[None]:
     """Count these processes (the cluster's nodes) as Redis in the CPU figures."""
-    own = type(bench).cpu_snapshot
-
-    def snap(server: Proc, client: ClientGroup, pub: Worker | None) -> dict[str, float]:
-        out = own(bench, server, client, pub)
-        out["redis"] = sum(cpu_seconds(pid) or 0.0 for pid in pids)
-        return out
-
-    setattr(bench, "cpu_snapshot", snap)  # noqa: B010 - an instance's own, for this block
+    saved = bench.redis_cpu_pids
+    bench.redis_cpu_pids = pids
     try:
         yield
     finally:
-        delattr(bench, "cpu_snapshot")
+        bench.redis_cpu_pids = saved
 
 
 def _workers_target(bench: Bench, workers: int) -> Target:
@@ -126,6 +120,7 @@ def _fanout_row(res: dict[str, Any], events: int) -> dict[str, Any]:
 
 
 async def s_cluster_fanout(bench: Bench, target: Target) -> dict[str, Any]:
+    from bench.fanout import fanout
     from bench.runner import Skip
 
     if target.name != "ours":
@@ -139,7 +134,7 @@ async def s_cluster_fanout(bench: Bench, target: Target) -> dict[str, Any]:
     rows: dict[str, Any] = {}
 
     async def run(label: str, tgt: Target) -> None:
-        res = await bench.fanout(tgt, f"cluster-fanout-{label}", events, 100.0)
+        res = await fanout(bench, tgt, f"cluster-fanout-{label}", events, 100.0)
         rows[label] = _fanout_row(res, events)
 
     await run("one-redis", target)

@@ -412,3 +412,16 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ValueError):
             REGISTRY.workers.remove(self)
+
+
+async def wait_log(proc: Proc, needle: str, timeout: float) -> None:
+    """Until ``needle`` is in the process's log; RuntimeError if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        with contextlib.suppress(OSError):
+            if needle in proc.log_path.read_text(errors="replace"):
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{proc.name}: {needle!r} not seen in {timeout}s:\n{proc.tail()}")

@@ -39,13 +39,11 @@ from bench.procs import (
     Worker,
     free_port,
     raise_nofile,
-    rss_kb,
     spawn,
     start_redis,
     tree_cpu,
     wait_http_ok,
 )
-from bench.profiling import py_spy
 
 SCENARIOS = (
     "fanout-100",
@@ -188,6 +186,8 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="finrt-bench-"))
         self.log_dir = RESULTS / "tmp" / "logs"
         self.redis_proc: Proc | None = None
+        # The processes counted as Redis in the CPU figures, when not redis_proc (a cluster's).
+        self.redis_cpu_pids: list[int] | None = None
         self.redis_port = 0
         self.env: dict[str, str] = {}
         self.pub_mode = "raw"
@@ -318,266 +318,6 @@ class Bench:
             log_dir=self.log_dir,
         )
 
-    # -- scenario building blocks ------------------------------------------------------------
-
-    async def stream_load(
-        self,
-        target: Target,
-        tag: str,
-        *,
-        users: list[str],
-        conns: int,
-        channels: list[str],
-        per_channel: int,
-        rate: float,
-        concurrency: int = 1,
-        drain_max_s: float | None = None,
-        event_type: str | None = None,
-    ) -> dict[str, Any]:
-        """Open `conns` streams, warm them up, publish, drain; return the merged figures."""
-        p = self.p
-        server = await target.start()
-        client = pub = None
-        try:
-            client = await self.client(f"{target.name}-{tag}", target.port, target.stream_path)
-            opened = await client.open(
-                {
-                    "cmd": "open",
-                    "count": conns,
-                    "users": users,
-                    "expect": [0, per_channel],
-                    # Gentler than the capacity scenario's open storm: here delivery is measured.
-                    "concurrency": 100,
-                    "timeout": 60,
-                },
-            )
-            if opened["ok"] == 0:
-                raise RuntimeError(f"no stream could be opened: {opened['errors']}")
-            pub = await self.publisher(
-                f"{target.name}-{tag}",
-                channels=channels,
-                per_channel=per_channel,
-                rate=rate,
-                concurrency=concurrency,
-                warmup=True,
-                ids="first",
-                **({"type": event_type} if event_type else {}),
-                **({"mode": "nchan", "nchan_port": target.port} if target.name == "nchan" else {}),
-            )
-            warm = await client.wait_warm(30)
-            await client.reset()
-            extra: dict[str, Any] = {}
-            async with self.profiled(target, tag, server, extra):
-                cpu0 = self.cpu_snapshot(server, client, pub)
-                wall0 = time.monotonic()
-                await pub.send({"cmd": "go"})
-                expected_s = per_channel * len(channels) / rate if rate > 0 else 0
-                done = await pub.recv(timeout=expected_s + 600)
-                res = await client.drain(
-                    p.drain_idle_s, drain_max_s if drain_max_s is not None else p.drain_max_s
-                )
-                cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, pub), wall0)
-            res.update(extra)
-            # Everything but the server shares the load CPU: when it is (nearly) saturated and
-            # the server is not, the client side limited the rate: ours is then a lower bound.
-            load_pct = sum(cpu.get(k, 0.0) for k in ("client_pct", "publisher_pct", "redis_pct"))
-            res["load_cpu_saturated"] = bool(
-                self.pinning.enabled and load_pct >= 80.0 and cpu.get("server_pct", 0.0) < 80.0
-            )
-            span_ns = res["last_recv_ns"] - done["first_ns"] if res["last_recv_ns"] else 0
-            res.update(
-                {
-                    "open": _open_summary(opened),
-                    "warm": warm,
-                    "publisher": {k: v for k, v in done.items() if k not in ("ev", "ids")},
-                    "deliveries_per_s": res["events"] / (span_ns / 1e9) if span_ns > 0 else 0.0,
-                    "span_s": span_ns / 1e9,
-                    "cpu": cpu,
-                    "server_rss_kb": rss_kb(server.pid),
-                }
-            )
-            return res
-        finally:
-            if pub is not None:
-                await pub.close()
-            if client is not None:
-                await client.close()
-            await target.stop()
-
-    def profiled(
-        self, target: Target, tag: str, server: Proc, out: dict[str, Any]
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        want = self.args.py_spy is not None and (not self.args.py_spy or tag in self.args.py_spy)
-        return py_spy(
-            want,
-            server,
-            f"{target.name}-{tag}",
-            pinning=self.pinning,
-            log_dir=self.log_dir,
-            out=out,
-        )
-
-    def cpu_snapshot(
-        self, server: Proc, client: ClientGroup, pub: Worker | None
-    ) -> dict[str, float]:
-        snap = {
-            "server": tree_cpu(server.pid),
-            "client": sum(cpu_seconds(pid) or 0.0 for pid in client.pids),
-            "redis": cpu_seconds(self.redis_proc.pid) if self.redis_proc else 0.0,
-        }
-        if pub is not None:
-            snap["publisher"] = cpu_seconds(pub.pid) or 0.0
-        return {k: v or 0.0 for k, v in snap.items()}
-
-    @staticmethod
-    def cpu_delta(a: dict[str, float], b: dict[str, float], wall0: float) -> dict[str, float]:
-        wall = max(1e-6, time.monotonic() - wall0)
-        out = {f"{k}_pct": round(100.0 * (b[k] - a.get(k, 0.0)) / wall, 1) for k in b}
-        out["wall_s"] = round(wall, 2)
-        return out
-
-    # -- scenarios -------------------------------------------------------------------------
-
-    async def fanout(
-        self,
-        target: Target,
-        tag: str,
-        events: int,
-        rate: float,
-        drain_max_s: float | None = None,
-        event_type: str | None = None,
-    ) -> dict[str, Any]:
-        p = self.p
-        return await self.stream_load(
-            target,
-            tag,
-            users=["bench"],
-            conns=p.subs,
-            channels=["user:bench"],
-            per_channel=events,
-            rate=rate,
-            concurrency=p.fmax_concurrency if rate <= 0 else 1,
-            drain_max_s=drain_max_s,
-            event_type=event_type,
-        )
-
-    async def s_fanout_100(self, target: Target) -> dict[str, Any]:
-        return await self.fanout(target, "fanout-100", self.p.f100_events, 100.0)
-
-    async def s_fanout_100_notify(self, target: Target) -> dict[str, Any]:
-        return await self.fanout(
-            target, "fanout-100-notify", self.p.f100_events, 100.0, event_type="notification"
-        )
-
-    async def s_fanout_10(self, target: Target) -> dict[str, Any]:
-        return await self.fanout(target, "fanout-10", self.p.f10_events, 10.0)
-
-    async def s_fanout_max(self, target: Target) -> dict[str, Any]:
-        # The naive baseline needs ~70 s to work through 2M deliveries: let it finish.
-        return await self.fanout(
-            target, "fanout-max", self.p.fmax_events, 0.0, drain_max_s=2 * self.p.drain_max_s
-        )
-
-    async def s_per_user(self, target: Target) -> dict[str, Any]:
-        if target.name == "baseline":
-            raise Skip("not measured for the baseline")
-        p = self.p
-        users = [f"u{i}" for i in range(p.peruser_users)]
-        return await self.stream_load(
-            target,
-            "per-user",
-            users=users,
-            conns=len(users),
-            channels=[f"user:{u}" for u in users],
-            per_channel=p.peruser_events,
-            rate=p.peruser_rate,
-        )
-
-    async def s_capacity(self, target: Target) -> dict[str, Any]:
-        p = self.p
-        total = p.cap_conns if target.name == "ours" else p.cap_baseline
-        timed = min(p.cap_timed, total)
-        server = await target.start()
-        client = None
-        try:
-            client = await self.client(f"{target.name}-capacity", target.port)
-            # One stream first so lazily created shared state exists before "RSS before".
-            first = await client.open({"cmd": "open", "count": 1, "user": "cap", "timeout": 30})
-            if first["ok"] != 1:
-                raise RuntimeError(f"first stream failed: {first['errors']}")
-            await asyncio.sleep(1.0)
-            rss0 = rss_kb(server.pid)
-            cpu0 = tree_cpu(server.pid)
-            extra: dict[str, Any] = {}
-            async with self.profiled(target, "capacity", server, extra):
-                timed_open = await client.open(
-                    {
-                        "cmd": "open",
-                        "count": timed,
-                        "user": "cap",
-                        "concurrency": p.cap_concurrency,
-                        "timeout": 60,
-                    }
-                )
-            cpu_open = tree_cpu(server.pid) - cpu0
-            await asyncio.sleep(1.0)
-            rss_timed = rss_kb(server.pid)
-            batches = []
-            left = total - timed
-            while left > 0:
-                n = min(1000, left)
-                batches.append(
-                    await client.open(
-                        {
-                            "cmd": "open",
-                            "count": n,
-                            "user": "cap",
-                            "concurrency": p.cap_concurrency,
-                            "timeout": 60,
-                        }
-                    )
-                )
-                left -= n
-            await asyncio.sleep(1.0)
-            idle0 = tree_cpu(server.pid)
-            await asyncio.sleep(3.0)
-            idle_pct = 100.0 * (tree_cpu(server.pid) - idle0) / 3.0
-            rss1 = rss_kb(server.pid)
-            live = (batches[-1] if batches else timed_open)["total_open"]
-            opened_ok = timed_open["ok"] + sum(b["ok"] for b in batches)
-            redis_clients = self.redis_client_counts()
-            failed = timed_open["failed"] + sum(b["failed"] for b in batches)
-            errors: dict[str, int] = dict(timed_open["errors"])
-            for b in batches:
-                for k, v in b["errors"].items():
-                    errors[k] = errors.get(k, 0) + v
-            return {
-                "connections": total,
-                "opened_ok": opened_ok,
-                "failed": failed,
-                "errors": errors,
-                "live": live,
-                "rss_before_kb": rss0,
-                "rss_after_timed_kb": rss_timed,
-                "rss_after_kb": rss1,
-                "rss_per_conn_kb": (rss1 - rss0) / opened_ok if opened_ok else math.nan,
-                "rss_per_conn_timed_kb": (rss_timed - rss0) / timed_open["ok"]
-                if timed_open["ok"]
-                else math.nan,
-                "timed_count": timed,
-                "timed_open_s": timed_open["elapsed_s"],
-                "timed_open": _open_summary(timed_open),
-                "server_cpu_s_for_timed_open": cpu_open,
-                "rest_open_s": sum(b["elapsed_s"] for b in batches),
-                "idle_server_cpu_pct": round(idle_pct, 1),
-                **extra,
-                "redis": redis_clients,
-            }
-        finally:
-            if client is not None:
-                await client.close()
-            await target.stop()
-
     def redis_client_counts(self) -> dict[str, int]:
         r = self.redis()
         try:
@@ -597,187 +337,10 @@ class Bench:
                 subs += 1
         return {"subscriber_connections": subs, "total_connections": total}
 
-    async def s_resume(self, target: Target) -> dict[str, Any]:
-        if target.name != "ours":
-            raise Skip("the baseline has no history")
-        if self.pub_mode != "streams":
-            raise Skip("needs streams.apublish")
-        p = self.p
-        server = await target.start()
-        client = pub = None
-        try:
-            chans = [f"user:resume{i}" for i in range(p.resume_trials)]
-            pub = await self.publisher(
-                "ours-resume",
-                channels=chans,
-                per_channel=p.resume_events,
-                rate=0,
-                concurrency=1,
-                warmup=False,
-                ids="all",
-            )
-            await pub.send({"cmd": "go"})
-            done = await pub.recv(timeout=300)
-            first_ids = done["ids"][: len(chans)]
-            client = await self.client("ours-resume", target.port)
-            trials = []
-            for i, first_id in enumerate(first_ids):
-                since = client.mark()
-                opened = await client.open(
-                    {
-                        "cmd": "open",
-                        "count": 1,
-                        "user": f"resume{i}",
-                        "expect": [1, p.resume_events],
-                        "last_event_id": first_id,
-                        "timeout": 30,
-                    }
-                )
-                res = await client.drain(3, 20, since)
-                trials.append(
-                    {
-                        "open_ok": opened["ok"],
-                        "errors": opened["errors"],
-                        "caught_up_ms": res["complete_ms"]["max"],
-                        "received": res["received"],
-                        "expected": res["expected"],
-                        "lost": res["lost"],
-                        "duplicates": res["duplicates"],
-                        "unexpected": res["unexpected"],
-                    }
-                )
-            times = sorted(t["caught_up_ms"] for t in trials if not math.isnan(t["caught_up_ms"]))
-            return {
-                "events": p.resume_events,
-                "trials": trials,
-                "caught_up_ms_median": times[len(times) // 2] if times else math.nan,
-                "caught_up_ms_max": times[-1] if times else math.nan,
-                "complete_trials": len(times),
-                "lost": sum(t["lost"] for t in trials),
-                "duplicates": sum(t["duplicates"] for t in trials),
-                "server_rss_kb": rss_kb(server.pid),
-            }
-        finally:
-            if pub is not None:
-                await pub.close()
-            if client is not None:
-                await client.close()
-            await target.stop()
-
-    async def s_e2e_celery(self, target: Target) -> dict[str, Any]:
-        if target.name != "ours":
-            raise Skip("not measured for the baseline")
-        if self.pub_mode != "streams":
-            raise Skip("needs streams.publish")
-        p = self.p
-        server = await target.start()
-        worker_proc = client = pub = None
-        try:
-            worker_proc = spawn(
-                "celery-worker",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "bench.celery_app",
-                    "worker",
-                    "--pool",
-                    "solo",
-                    "-Q",
-                    "bench",
-                    "--without-heartbeat",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "info",
-                    "-n",
-                    f"bench-{os.getpid()}@localhost",
-                ],
-                env=self.env,
-                cpu=LOAD_CPU,
-                pinning=self.pinning,
-                log_dir=self.log_dir,
-            )
-            client = await self.client("ours-e2e", target.port)
-            opened = await client.open(
-                {
-                    "cmd": "open",
-                    "count": p.e2e_subs,
-                    "user": "celery",
-                    "expect": [0, p.e2e_events],
-                    "timeout": 30,
-                }
-            )
-            pub = await self.publisher(
-                "ours-e2e", channels=["user:celery"], per_channel=0, rate=0, warmup=True
-            )
-            warm = await client.wait_warm(30)
-            await pub.request({"cmd": "go"}, timeout=60)
-            await client.reset()
-            await _wait_log(worker_proc, " ready.", 60)
-            from bench.celery_app import app as celery_app
-
-            celery_app.conf.broker_url = self.env["BENCH_CELERY_BROKER"]
-            t_send = time.time_ns()
-            await asyncio.to_thread(
-                celery_app.send_task,
-                "bench.progress",
-                args=["user:celery", p.e2e_events, p.e2e_rate],
-                queue="bench",
-            )
-            expected_s = p.e2e_events / p.e2e_rate
-            cpu0 = self.cpu_snapshot(server, client, None)
-            w0 = tree_cpu(worker_proc.pid)
-            wall0 = time.monotonic()
-            res = await client.drain(max(5.0, p.drain_idle_s), expected_s + 30)
-            cpu = self.cpu_delta(cpu0, self.cpu_snapshot(server, client, None), wall0)
-            cpu["celery_worker_pct"] = round(
-                100 * (tree_cpu(worker_proc.pid) - w0) / max(1e-6, cpu["wall_s"]), 1
-            )
-            res.update(
-                {
-                    "open": _open_summary(opened),
-                    "warm": warm,
-                    "task_sent_to_first_event_ms": (res["first_recv_ns"] - t_send) / 1e6
-                    if res["first_recv_ns"]
-                    else math.nan,
-                    "cpu": cpu,
-                }
-            )
-            return res
-        finally:
-            if pub is not None:
-                await pub.close()
-            if client is not None:
-                await client.close()
-            if worker_proc is not None:
-                await asyncio.to_thread(worker_proc.stop)
-            await target.stop()
-
-    async def s_db_events(self, target: Target) -> dict[str, Any]:
-        """bench/db_events.py in a process of its own (it sets the FINRT_ environment)."""
-        if target.name != "ours":
-            raise Skip("not measured for the baseline")
-        env = {**os.environ, **self.env}
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [PYTHON, "-m", "bench.db_events"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        if "skipped" in result:
-            raise Skip(result["skipped"])
-        return result
-
     # -- driver ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bench import delivery, fanout
         from bench.cluster_bench import scenarios as cluster_scenarios
 
         selected = self.args.only or list(SCENARIOS)
@@ -794,15 +357,8 @@ class Bench:
             if ok:
                 targets.append(Target(self, "nchan"))
         fns: dict[str, Callable[[Target], Awaitable[dict[str, Any]]]] = {
-            "fanout-100": self.s_fanout_100,
-            "fanout-100-notify": self.s_fanout_100_notify,
-            "fanout-10": self.s_fanout_10,
-            "fanout-max": self.s_fanout_max,
-            "capacity": self.s_capacity,
-            "per-user": self.s_per_user,
-            "resume": self.s_resume,
-            "e2e-celery": self.s_e2e_celery,
-            "db-events": self.s_db_events,
+            **fanout.scenarios(self),
+            **delivery.scenarios(self),
             **cluster_scenarios(self),
             **storm.scenarios(self),
         }
@@ -901,22 +457,6 @@ class Bench:
             "ours": "available" if self.ours_ok else self.ours_note,
             "nofile": list(raise_nofile()),
         }
-
-
-def _open_summary(opened: dict[str, Any]) -> dict[str, Any]:
-    return {k: opened[k] for k in ("count", "ok", "failed", "errors", "elapsed_s", "ready_ms")}
-
-
-async def _wait_log(proc: Proc, needle: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        with contextlib.suppress(OSError):
-            if needle in proc.log_path.read_text(errors="replace"):
-                return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{proc.name}: {needle!r} not seen in {timeout}s:\n{proc.tail()}")
 
 
 def _progress(msg: str) -> None:
