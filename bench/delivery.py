@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bench.clients import open_summary
@@ -23,14 +24,11 @@ if TYPE_CHECKING:
 
 def scenarios(bench: Bench) -> dict[str, Any]:
     """The scenario functions, for the runner's table of them."""
-
-    def on(scenario: Any) -> Any:
-        async def run(target: Target) -> dict[str, Any]:
-            return dict(await scenario(bench, target))
-
-        return run
-
-    return {"resume": on(s_resume), "e2e-celery": on(s_e2e_celery), "db-events": on(s_db_events)}
+    return {
+        "resume": partial(s_resume, bench),
+        "e2e-celery": partial(s_e2e_celery, bench),
+        "db-events": partial(s_db_events, bench),
+    }
 
 
 async def s_resume(bench: Bench, target: Target) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import math
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bench.clients import ClientGroup, open_summary
@@ -22,20 +23,13 @@ if TYPE_CHECKING:
 
 def scenarios(bench: Bench) -> dict[str, Any]:
     """The scenario functions, for the runner's table of them."""
-
-    def on(scenario: Any) -> Any:
-        async def run(target: Target) -> dict[str, Any]:
-            return dict(await scenario(bench, target))
-
-        return run
-
     return {
-        "fanout-100": on(s_fanout_100),
-        "fanout-100-notify": on(s_fanout_100_notify),
-        "fanout-10": on(s_fanout_10),
-        "fanout-max": on(s_fanout_max),
-        "capacity": on(s_capacity),
-        "per-user": on(s_per_user),
+        "fanout-100": partial(s_fanout_100, bench),
+        "fanout-100-notify": partial(s_fanout_100_notify, bench),
+        "fanout-10": partial(s_fanout_10, bench),
+        "fanout-max": partial(s_fanout_max, bench),
+        "capacity": partial(s_capacity, bench),
+        "per-user": partial(s_per_user, bench),
     }
 
 
