@@ -495,7 +495,10 @@ class DevRunner:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.process.wait(0.1)
             if child.process.poll() is None:
-                self.say(f"{child.name} did not stop in time: killing it")
+                if self._force:
+                    self.say(f"{child.name}: killed at once (asked to stop a second time)")
+                else:
+                    self.say(f"{child.name} did not stop in time: killing it")
                 signal_group(child.process.pid, signal.SIGKILL)
                 child.process.wait()
 
