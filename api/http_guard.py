@@ -11,7 +11,13 @@ requests (and their file descriptors) for ever. Here, per connection:
   their first byte, on a kept-alive connection) get ``408`` and the connection is closed;
 - at most a quarter of the process's file-descriptor limit may be waiting for headers at once:
   beyond that, the connection that has waited longest is closed. A real client sends its
-  headers in milliseconds, so under a slowloris flood it is the attacker who is shed.
+  headers in milliseconds, so under a slowloris flood it is the attacker who is shed;
+- a connection whose peer vanished without a word (a laptop shut, a mobile network gone, a NAT
+  that forgot the flow: no FIN, no RST) is dropped once what was sent to it (a stream's pings,
+  at least) has stayed unacknowledged ``FINRT_CLIENT_GONE_SECONDS``: the kernel's
+  ``TCP_USER_TIMEOUT``. Without it the kernel retransmits for about 15 minutes, the stream
+  holding its slot of the user's ``FINRT_MAX_STREAMS_PER_USER`` and the person showing as
+  present on the file all that time.
 
 ``finrt api`` serves with this protocol (``http="api.http_guard:GuardedHttpToolsProtocol"``).
 uvicorn itself (0.55) offers neither bound for httptools: ``h11_max_incomplete_event_size``
@@ -22,8 +28,10 @@ timeout for receiving headers (``timeout_keep_alive`` runs between requests only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -46,6 +54,17 @@ def waiting_cap() -> int:
     return max(16, soft // 4)
 
 
+def drop_when_gone(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Have the kernel drop the connection when what was sent stays unacknowledged for
+    ``seconds`` (TCP_USER_TIMEOUT; Linux only, TCP only, 0 leaves the kernel's default)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = transport.get_extra_info("socket")
+    if option is None or sock is None or seconds <= 0:
+        return
+    with contextlib.suppress(OSError):  # not TCP (a Unix socket)
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
 def _response(status: bytes, detail: bytes) -> bytes:
     body = b'{"detail":"' + detail + b'"}'
     return (
@@ -57,7 +76,13 @@ def _response(status: bytes, detail: bytes) -> bytes:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # In slots, not in the instance dict: four more keys there would take uvicorn's dict past
     # what instances can share, and every connection would carry a dict of its own (~1.5 KB).
-    __slots__ = ("_header_bytes", "_header_timer", "header_timeout", "max_header_bytes")
+    __slots__ = (
+        "_header_bytes",
+        "_header_timer",
+        "client_gone",
+        "header_timeout",
+        "max_header_bytes",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         s = get_settings()
         self.max_header_bytes = s.max_header_bytes
         self.header_timeout = s.header_timeout_seconds
+        self.client_gone = s.client_gone_seconds
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
 
@@ -110,6 +136,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        drop_when_gone(transport, self.client_gone)
         light_flow_control(self)
         self._await_headers()
 

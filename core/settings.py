@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # FINRT_UPLOAD_MAX_BYTES).
     max_header_bytes: int = Field(32 * 1024, ge=4096)
     header_timeout_seconds: float = Field(10.0, gt=0)
+    # A connection whose sent data stays unacknowledged this long is dropped by the kernel
+    # (TCP_USER_TIMEOUT, Linux): its client vanished without a word. 0: the kernel's default
+    # (about 15 minutes of retransmissions).
+    client_gone_seconds: float = Field(30.0, ge=0, le=3600)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     log_json: bool = False
     log_level: str = "INFO"

@@ -195,14 +195,20 @@ def start_api(env: dict[str, str]) -> Iterator[Callable[..., ApiServer]]:
 
     started: list[ApiServer] = []
 
-    def _start(port: int | None = None, *, coverage: bool = True, **overrides: str) -> ApiServer:
+    def _start(
+        port: int | None = None,
+        *,
+        coverage: bool = True,
+        host: str = "127.0.0.1",
+        **overrides: str,
+    ) -> ApiServer:
         server_env = dict(env)
         if not coverage:
             server_env = {
                 k: v for k, v in server_env.items() if not k.startswith("COVERAGE_PROCESS_")
             }
         server_env.update({f"FINRT_{k.upper()}": str(v) for k, v in overrides.items()})
-        server = ApiServer(server_env, TMP, port=port, name=f"api{len(started)}").start()
+        server = ApiServer(server_env, TMP, port=port, name=f"api{len(started)}", host=host).start()
         started.append(server)
         return server
 

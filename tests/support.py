@@ -39,21 +39,27 @@ class ApiServer:
     """``finrt api`` in a subprocess on a free port, with its log captured to a file."""
 
     def __init__(
-        self, env: dict[str, str], log_dir: Path, port: int | None = None, name: str = "api"
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        port: int | None = None,
+        name: str = "api",
+        host: str = "127.0.0.1",
     ):
         self.env = dict(env)
+        self.host = host
         self.port = port or free_port()
         self.log_path = log_dir / f"{name}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ApiServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [str(BIN / "finrt"), "api", "--port", str(self.port)],
+            [str(BIN / "finrt"), "api", "--host", self.host, "--port", str(self.port)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
