@@ -38,7 +38,12 @@ class AuthError(Exception):
 
 
 class KeyUnavailable(AuthError):
-    """The identity provider's keys could not be fetched (the token may well be fine)."""
+    """The identity provider's keys could not be fetched (the token may well be fine);
+    ``retry_after``: seconds until they are fetched again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +167,7 @@ class TokenVerifier:
         try:
             jwk = await self.jwks.key_for(kid)
         except JwksUnavailable as exc:
-            raise KeyUnavailable(str(exc)) from exc
+            raise KeyUnavailable(str(exc), exc.retry_after) from exc
         if jwk is None:
             raise AuthError("invalid token: unknown signing key")
         try:

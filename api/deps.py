@@ -92,7 +92,12 @@ async def principal_from_token(state: AppState, token: str) -> Principal:
     try:
         principal = await state.verifier.verify(token)
     except KeyUnavailable as exc:
-        raise HTTPException(503, "the identity provider's keys are unavailable") from exc
+        raise HTTPException(
+            503,
+            "the identity provider's keys cannot be fetched right now, so the token cannot be "
+            f"checked; try again in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
     except AuthError as exc:
         raise unauthorized(str(exc)) from exc
     if len(state.tokens) >= 10_000:

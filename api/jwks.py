@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -27,7 +28,12 @@ FETCH_TIMEOUT_SECONDS = 5.0
 
 
 class JwksUnavailable(Exception):
-    """The key set could not be fetched or read."""
+    """The key set could not be fetched or read, so a token naming a key not (yet) known
+    cannot be checked; ``retry_after``: seconds until the next fetch may be tried."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class JwksKeys:
@@ -56,9 +62,12 @@ class JwksKeys:
                 self.tried_at = time.monotonic()
                 await self._fetch()
                 key = self._lookup(kid)
-            # A known key stays in use when a refresh fails (the provider is briefly down).
-            if key is None and not self.keys and self.tried_at > self.fetched_at:
-                raise JwksUnavailable("the key set could not be fetched")
+            # A known key stays in use when a refresh fails (the provider is briefly down). Any
+            # other key cannot be checked while the last fetch failed: the provider may well
+            # publish it (a rotation), so the token is not called bad.
+            if key is None and self.tried_at > self.fetched_at:
+                wait = self.tried_at + REFETCH_SECONDS - time.monotonic()
+                raise JwksUnavailable("the key set could not be fetched", max(1, math.ceil(wait)))
             return key
 
     async def _fetch(self) -> None:

@@ -31,12 +31,18 @@ class Jwks:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.body: bytes | None = None  # served instead of the keys when set
+        self.status = 200  # anything else: the provider is failing (no body)
         self.requests = 0
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 jwks.requests += 1
+                if jwks.status != 200:
+                    self.send_response(jwks.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = jwks.body or json.dumps({"keys": jwks.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -50,6 +56,11 @@ class Jwks:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """The provider goes away: its port refuses connections."""
+        self.server.shutdown()
+        self.server.server_close()
 
     def publish(self, kid: str, key: Any, alg: str) -> None:
         jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
@@ -99,7 +110,7 @@ def _status(url: str, token: str) -> int:
 def jwks() -> Iterator[Jwks]:
     served = Jwks()
     yield served
-    served.server.shutdown()
+    served.stop()
 
 
 def test_jwks_tokens_open_streams_with_one_fetch_and_bad_ones_are_401(start_api, env, user, jwks):
@@ -222,3 +233,77 @@ def test_a_provider_serving_garbage_is_503_not_500(start_api, user, jwks):
     api = start_api(jwt_jwks_url=jwks.url)
     assert _status(api.url, token) == 200
     assert "Traceback" not in api.log()
+
+
+def _get(url: str, token: str) -> httpx.Response:
+    return httpx.get(f"{url}/api/v1/notifications", headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_kid_while_the_provider_fails_is_503_and_known_keys_still_work(
+    start_api, user, jwks
+):
+    """Regression: with keys known, a token whose kid was not among them while the provider
+    answered 5xx got 401 (its token called bad) instead of 503 (it cannot be checked now)."""
+    signing, rotated = _rsa(), _rsa()
+    jwks.publish("k1", signing, "RS256")
+    api = start_api(jwt_jwks_url=jwks.url)
+    assert _get(api.url, _sign(signing, "RS256", "k1", _claims(user))).status_code == 200
+
+    jwks.status = 503  # down; meanwhile it rotated to k2, which it cannot tell us about
+    time.sleep(REFETCH_SECONDS + 0.5)  # so that an unknown kid makes the API try again
+    before = jwks.requests
+    r = _get(api.url, _sign(rotated, "RS256", "k2", _claims(user)))
+    assert jwks.requests == before + 1
+    assert r.status_code == 503, r.text
+    assert "identity provider" in r.json()["detail"]
+    assert 1 <= int(r.headers["Retry-After"]) <= REFETCH_SECONDS
+    # The streams answer the same (the front door), and a known kid still verifies.
+    assert _status(api.url, _sign(rotated, "RS256", "k2", _claims(user, jti="s"))) == 503
+    assert _get(api.url, _sign(signing, "RS256", "k1", _claims(user, jti="a"))).status_code == 200
+    assert _status(api.url, _sign(signing, "RS256", "k1", _claims(user, jti="b"))) == 200
+    # Made-up kids while it is down cost no more requests to the provider.
+    for n in range(4):
+        assert _get(api.url, _sign(_rsa(), "RS256", f"x{n}", _claims(user))).status_code == 503
+    assert jwks.requests == before + 1
+    assert "Traceback" not in api.log()
+
+
+async def test_key_set_unreachable_or_failing_keeps_known_keys_and_recovers(jwks, monkeypatch):
+    """JwksKeys against a provider that stops, fails and comes back (the refetch pause
+    shortened): an unknown kid is "cannot check" while the last fetch failed, "unknown" once
+    the provider answers again without it."""
+    from api import jwks as jwks_module
+    from api.jwks import JwksKeys, JwksUnavailable
+
+    monkeypatch.setattr(jwks_module, "REFETCH_SECONDS", 0.2)
+    jwks.publish("k1", _rsa(), "RS256")
+    keys = JwksKeys(jwks.url)
+    assert await keys.key_for("k1") is not None
+    assert await keys.key_for("k2") is None  # the provider answered without it: a bad kid
+
+    for failure in ("500", "stopped"):
+        if failure == "stopped":
+            jwks.stop()
+        else:
+            jwks.status = 500
+        time.sleep(0.3)
+        with pytest.raises(JwksUnavailable) as caught:
+            await keys.key_for("k2")
+        assert caught.value.retry_after == 1
+        with pytest.raises(JwksUnavailable):  # within the pause too: still unknown
+            await keys.key_for("k2")
+        assert await keys.key_for("k1") is not None, failure
+        assert await keys.key_for(None) is not None  # one key known: a token without kid
+
+    # The provider is back (another port: the old one was closed), publishing k2.
+    back = Jwks()
+    try:
+        back.keys = [*jwks.keys]
+        back.publish("k2", _rsa(), "RS256")
+        keys.url = back.url
+        time.sleep(0.3)
+        assert await keys.key_for("k2") is not None
+        assert await keys.key_for("k3") is None
+    finally:
+        back.stop()
