@@ -87,9 +87,12 @@ def api(
 
     from api.ws import MAX_FRAME
     from core.logs import log_config
+    from finrt._cli import listen_problem
 
     count = _worker_count(workers)
     s = _settings()
+    if problem := listen_problem(host, port):
+        raise _fail(*problem)
     uvicorn.run(
         "api.app:create_asgi",
         factory=True,

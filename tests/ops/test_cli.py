@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -171,6 +172,38 @@ def test_a_port_out_of_range_is_refused(env, command, port):
         pytest.fail(f"finrt {command} --port {port} started")
     assert result.returncode == 2, result.stderr
     assert "Invalid value for '--port'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_api_on_a_port_in_use_is_one_line_naming_the_address(env, workers):
+    """Regression: it started the app, then exited 3 with uvicorn's log lines."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            result = run(env, "api", "--port", str(port), "--workers", workers, timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("finrt api on a port in use did not exit")
+    assert_clear_error(result, 1, f"cannot listen on 127.0.0.1:{port}", "already in use")
+    assert "uvicorn" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("999.1.1.1", "neither an address of this machine nor a name that resolves"),
+        ("no-such-host.invalid", "neither an address of this machine nor a name that resolves"),
+        ("192.0.2.1", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1
+    ],
+)
+def test_api_on_a_host_it_cannot_listen_on_is_one_line_naming_the_address(env, host, reason):
+    port = free_port()
+    try:
+        result = run(env, "api", "--host", host, "--port", str(port), timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"finrt api --host {host} did not exit")
+    assert_clear_error(result, 2, f"cannot listen on {host}:{port}", reason)
 
 
 @pytest.mark.parametrize(
