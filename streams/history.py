@@ -140,6 +140,8 @@ class Page:
 # Why a client is told to refetch its snapshot (a ``reset`` event's ``reason``).
 LOST, TRIMMED, UNKNOWN = "history_lost", "history_trimmed", "unknown_position"
 RESET_REASONS = (LOST, TRIMMED, UNKNOWN)
+# The position before a channel's first event: a client that has seen nothing of it yet.
+BEGINNING: StreamId = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +163,20 @@ def plan_resume(last: StreamId | None, bounds: Bounds) -> ResumePlan:
     A position older than a stream that still holds its beginning was lost with an earlier
     stream (a Redis restarted without persistence, the idle TTL), even if events were
     published since: ``history_lost``; older than a trimmed stream: ``history_trimmed``.
+
+    ``BEGINNING`` (``0-0``, the id before every event) asks for the channel from its first
+    event: everything history holds when it still holds its beginning (``whole``, or just
+    created: nothing yet), else ``history_trimmed``.
     """
     head = bounds.head
     if last is None:
         return ResumePlan(None, False, head)
+    if last == BEGINNING:
+        if not bounds.existed:  # created by this read: nothing to replay
+            return ResumePlan(None, False, head)
+        if not bounds.whole:
+            return ResumePlan(TRIMMED, False, head)
+        return ResumePlan(None, True, last)
     if not bounds.existed:
         return ResumePlan(LOST, False, head)
     if last < bounds.first:

@@ -129,6 +129,76 @@ async def test_a_position_older_than_history_gets_reset_first(api, token, user, 
         assert (await stream.next_event()).id == live
 
 
+@pytest.mark.parametrize("sent_as", ["header", "query"])
+async def test_resume_from_0_0_replays_a_channel_from_its_first_event(api, token, user, sent_as):
+    """Regression: ``0-0`` (before every event) got ``reset`` (history_lost) although history
+    held every event since the channel began."""
+    channel = f"user:{user}"
+    url = f"{api.url}/api/v1/stream/notifications"
+    ids = [streams.publish(channel, "job_progress", {"n": i}) for i in range(5)]
+    header, params = ("0-0", None) if sent_as == "header" else (None, {"last_event_id": "0-0"})
+    async with sse(url, token(user), last_event_id=header, params=params) as stream:
+        got = await stream.events(5)
+        assert [e.event for e in got] == ["job_progress"] * 5
+        assert [e.id for e in got] == ids
+        ids.append(streams.publish(channel, "job_progress", {"n": 5}))
+        assert (await stream.next_event()).id == ids[-1]
+    # A channel without any event yet: nothing to replay and no reset; live events follow.
+    async with sse(url, token(f"{user}-new"), last_event_id="0-0") as stream:
+        await stream.no_event(0.3)
+        live = streams.publish(f"user:{user}-new", "job_progress", {"n": 0})
+        fresh = await stream.next_event()
+        assert (fresh.event, fresh.id) == ("job_progress", live)
+    # The history endpoint reads 0-0 the same way.
+    async with httpx.AsyncClient() as client:
+        r = await client.get(
+            f"{api.url}/api/v1/events/{channel}",
+            params={"after": "0-0"},
+            headers={"Authorization": f"Bearer {token(user)}"},
+        )
+    assert [e["id"] for e in r.json()["events"]] == ids
+
+
+async def test_resume_from_0_0_after_history_was_trimmed_gets_reset(api, token, user, redis_client):
+    channel = f"user:{user}"
+    url = f"{api.url}/api/v1/stream/notifications"
+    ids = [streams.publish(channel, "job_progress", {"n": i}) for i in range(30)]
+    redis_client.xtrim(
+        history_key(get_settings().redis_prefix, channel), maxlen=10, approximate=False
+    )
+    async with sse(url, token(user), last_event_id="0-0") as stream:
+        first = await stream.next_event()
+        assert (first.event, first.id) == ("reset", ids[-1])
+        assert first.envelope["data"]["reason"] == "history_trimmed"
+        live = streams.publish(channel, "job_progress", {"n": 30})
+        assert (await stream.next_event()).id == live
+
+
+@pytest.mark.parametrize("sent", ["abc", "-1-0", "1-", "1-0-0", "0x1-0", "1" * 21 + "-0"])
+async def test_malformed_last_event_ids_are_a_clear_400(api, token, user, sent):
+    async with httpx.AsyncClient() as client:
+        r = await client.get(
+            f"{api.url}/api/v1/stream/notifications",
+            params={"last_event_id": sent},
+            headers={"Authorization": f"Bearer {token(user)}"},
+        )
+    assert r.status_code == 400, r.text
+    assert "not an event id" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("future", ["99999999999999999999-0", "far"])
+async def test_an_id_beyond_the_newest_is_a_reset_not_an_error(api, token, user, future):
+    channel = f"user:{user}"
+    head = streams.publish(channel, "job_progress", {"n": 0})
+    if future == "far":
+        future = f"{int(head.split('-')[0]) + 86_400_000}-0"  # a day ahead
+    url = f"{api.url}/api/v1/stream/notifications"
+    async with sse(url, token(user), last_event_id=future) as stream:
+        first = await stream.next_event()
+        assert (first.event, first.id) == ("reset", head)
+        assert first.envelope["data"]["reason"] == "unknown_position"
+
+
 async def test_bad_last_event_id_is_a_clear_400(api, token, user):
     async with httpx.AsyncClient() as client:
         r = await client.get(
