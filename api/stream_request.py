@@ -117,7 +117,7 @@ def read_credentials(scope: Scope) -> tuple[Credentials, dict[str, str], list[st
             channels.append(value)
         elif name in LIMITS:
             if len(value) > LIMITS[name]:
-                raise HTTPException(422, f"{name} is too long")
+                raise HTTPException(422, _too_long(name))
             query[name] = value
     bearer = None
     authorization = _header(scope, b"authorization")
@@ -130,6 +130,20 @@ def read_credentials(scope: Scope) -> tuple[Credentials, dict[str, str], list[st
     )
 
 
+def _too_long(name: str) -> str:
+    limit = LIMITS["last_event_id" if name == "Last-Event-ID" else name]
+    detail = f"{name} is too long (at most {limit:,} characters)"
+    if name == "access_token":
+        # A URL that long is a token with too many claims for a query string, not a bad one.
+        detail += (
+            ": send the token in the Authorization header (Bearer), or get a stream ticket "
+            "from POST /api/v1/stream/tickets and pass it as ?ticket="
+        )
+    elif name == "ticket":
+        detail += ": pass the ticket POST /api/v1/stream/tickets returned, as it is"
+    return detail
+
+
 def parse_stream_request(scope: Scope) -> StreamRequest | None:
     """The stream ``scope`` asks for, or None when its path is not a stream endpoint."""
     found = stream_kind(scope["path"])
@@ -139,7 +153,7 @@ def parse_stream_request(scope: Scope) -> StreamRequest | None:
     credentials, query, channels = read_credentials(scope)
     last = _header(scope, b"last-event-id").strip() or query.get("last_event_id", "").strip()
     if len(last) > LIMITS["last_event_id"]:
-        raise HTTPException(422, "Last-Event-ID is too long")
+        raise HTTPException(422, _too_long("Last-Event-ID"))
     return StreamRequest(kind, credentials, last or None, file_id, tuple(channels))
 
 

@@ -35,6 +35,17 @@ def test_refusals_before_any_stream_starts(api, token, user, path, params, statu
     assert got == status, (path, params, got, detail)
     if status == 422:
         assert "too long" in detail
+        assert f"at most {4096 if 'ticket' not in params else 64:,} characters" in detail
+
+
+def test_a_query_token_too_long_is_told_what_to_use_instead(api):
+    """Regression: the 422 said only "access_token is too long"; the token may be fine, the
+    query string is the wrong place for it."""
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        path = "/api/v1/stream/notifications"
+        status, detail = _status(client, "GET", path, params={"access_token": "x" * 4097})
+    assert status == 422
+    assert "Authorization header" in detail and "POST /api/v1/stream/tickets" in detail
 
 
 def test_the_bearer_header_wins_and_a_ticket_beside_a_token_is_not_spent(api, token, user):
