@@ -87,6 +87,10 @@ def decode_token(
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise AuthError("token not yet valid (its nbf or iat is in the future)") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"invalid token: no {exc.claim} claim") from exc
     except jwt.InvalidAudienceError as exc:
         raise AuthError("token audience is not this service") from exc
     except jwt.InvalidIssuerError as exc:

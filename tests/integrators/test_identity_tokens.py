@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from api.jwks import REFETCH_SECONDS
 from tests.support import make_token
@@ -307,3 +307,59 @@ async def test_key_set_unreachable_or_failing_keeps_known_keys_and_recovers(jwks
         assert await keys.key_for("k3") is None
     finally:
         back.stop()
+
+
+def test_hostile_tokens_against_keys_of_every_type_are_401_never_500(start_api, user, jwks):
+    """Each token names a key the JWKS holds, with an algorithm that key must not verify (an
+    HMAC "signed" with a symmetric or public key, RS256 with an EC or Ed25519 key, ES256 with
+    a P-384 key, algorithms outside RS256/ES256), or breaks a claim rule."""
+    signing, p384, ed = _rsa(), ec.generate_private_key(ec.SECP384R1()), _ed25519()
+    secret = b"a-symmetric-key-the-provider-should-never-publish"
+    jwks.publish("rs", signing, "RS256")
+    jwks.publish("p384", p384, "ES384")
+    jwks.keys.append({**json.loads(_to_jwk("EdDSA", ed)), "kid": "ed"})
+    jwks.keys.append({"kty": "oct", "k": _b64(secret), "kid": "oct"})
+    api = start_api(jwt_jwks_url=jwks.url, jwt_audience=AUD, jwt_issuer=ISS)
+    now = int(time.time())
+    es384 = _sign(p384, "ES384", "p384", _claims(user))
+    bad = {
+        "HS256 with the oct key": _forged({"alg": "HS256", "kid": "oct"}, _claims(user), secret),
+        "RS256 naming the oct key": _forged({"alg": "RS256", "kid": "oct"}, _claims(user), secret),
+        "HS256 with the RSA key's PEM": _forged(
+            {"alg": "HS256", "kid": "rs"}, _claims(user), _pem(signing)
+        ),
+        "RS256 naming the Ed25519 key": _sign(signing, "RS256", "ed", _claims(user)),
+        "EdDSA": _sign(ed, "EdDSA", "ed", _claims(user)),
+        "ES384": es384,
+        "ES256 naming the P-384 key": _b64(b'{"alg":"ES256","kid":"p384"}')
+        + es384[es384.index(".") :],
+        "PS256": _sign(signing, "PS256", "rs", _claims(user)),
+        "RS512": _sign(signing, "RS512", "rs", _claims(user)),
+        "alg none, no kid": _forged({"alg": "none"}, _claims(user), None),
+        "kid a number": _forged({"alg": "RS256", "kid": 7}, _claims(user), None),
+        "nbf in the future": _sign(signing, "RS256", "rs", _claims(user, nbf=now + 600)),
+        "expired": _sign(signing, "RS256", "rs", _claims(user, exp=now - 5)),
+        "no audience": _sign(signing, "RS256", "rs", {**_claims(user), "aud": None}),
+        "audience not a string": _sign(signing, "RS256", "rs", _claims(user, aud=[7])),
+        "wrong issuer": _sign(signing, "RS256", "rs", _claims(user, iss="https://evil.test/")),
+        "header not an object": _b64(b"[1]") + ".e30.AA",
+        "deeply nested header": _b64(b'{"alg":"RS256","x":' + b"[" * 3000 + b"]" * 3000 + b"}")
+        + ".e30.AA",
+    }
+    for name, token in bad.items():
+        r = _get(api.url, token)
+        assert r.status_code == 401, (name, r.text)
+        assert _status(api.url, token) == 401, name
+    details = {name: _get(api.url, bad[name]).json()["detail"] for name in bad}
+    assert "not yet valid" in details["nbf in the future"]
+    assert "no aud claim" in details["no audience"]
+    assert _status(api.url, _sign(signing, "RS256", "rs", _claims(user))) == 200
+    assert "Traceback" not in api.log()
+
+
+def _ed25519() -> Any:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def _to_jwk(alg: str, key: Any) -> str:
+    return str(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
