@@ -94,8 +94,9 @@ async def principal_from_token(state: AppState, token: str) -> Principal:
     except KeyUnavailable as exc:
         raise HTTPException(
             503,
-            "the identity provider's keys cannot be fetched right now, so the token cannot be "
-            f"checked; try again in {exc.retry_after} s",
+            # Short enough for a WebSocket's close reason (api/ws.py keeps 100 characters).
+            "the identity provider's keys cannot be fetched: the token cannot be checked now; "
+            f"try again in {exc.retry_after} s",
             headers={"Retry-After": str(exc.retry_after)},
         ) from exc
     except AuthError as exc:

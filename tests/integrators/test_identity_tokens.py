@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from websockets.sync.client import connect
 
 from api.jwks import REFETCH_SECONDS
 from tests.support import make_token
@@ -262,6 +264,14 @@ def test_an_unknown_kid_while_the_provider_fails_is_503_and_known_keys_still_wor
     assert _status(api.url, _sign(rotated, "RS256", "k2", _claims(user, jti="s"))) == 503
     assert _get(api.url, _sign(signing, "RS256", "k1", _claims(user, jti="a"))).status_code == 200
     assert _status(api.url, _sign(signing, "RS256", "k1", _claims(user, jti="b"))) == 200
+    # A WebSocket is closed with 1013 ("try again later"), the reason whole.
+    ws_url = api.url.replace("http", "ws") + "/api/v1/ws?access_token="
+    with connect(ws_url + _sign(rotated, "RS256", "k2", _claims(user, jti="w"))) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+    assert "identity provider" in info.value.rcvd.reason
+    assert info.value.rcvd.reason.endswith(" s")
     # Made-up kids while it is down cost no more requests to the provider.
     for n in range(4):
         assert _get(api.url, _sign(_rsa(), "RS256", f"x{n}", _claims(user))).status_code == 503
