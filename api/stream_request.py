@@ -134,11 +134,9 @@ def _too_long(name: str) -> str:
     limit = LIMITS["last_event_id" if name == "Last-Event-ID" else name]
     detail = f"{name} is too long (at most {limit:,} characters)"
     if name == "access_token":
-        # A URL that long is a token with too many claims for a query string, not a bad one.
-        detail += (
-            ": send the token in the Authorization header (Bearer), or get a stream ticket "
-            "from POST /api/v1/stream/tickets and pass it as ?ticket="
-        )
+        # A token with too many claims for a query string, not a bad one. 123 characters: a
+        # WebSocket's whole close reason (RFC 6455 5.5).
+        detail += ": use the Authorization header or a ticket (POST /api/v1/stream/tickets)"
     elif name == "ticket":
         detail += ": pass the ticket POST /api/v1/stream/tickets returned, as it is"
     return detail

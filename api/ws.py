@@ -103,6 +103,11 @@ class WebSocketSession:
         )
 
 
+def close_reason(text: str) -> str:
+    """``text`` cut to what a close frame carries: 123 bytes of UTF-8 (RFC 6455 5.5)."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 @router.websocket("/api/v1/ws")
 async def websocket_route(ws: WebSocket) -> None:
     """Subscribe to channels and ping over one socket."""
@@ -115,7 +120,7 @@ async def websocket_route(ws: WebSocket) -> None:
         # 1013 "try again later" only when the service is unavailable (the identity provider's
         # keys could not be fetched: 503); a bad credential of any kind is 4001.
         code = 1013 if exc.status_code == 503 else 4001
-        await ws.close(code=code, reason=str(exc.detail)[:100])
+        await ws.close(code=code, reason=close_reason(str(exc.detail)))
         return
     except RedisError:
         # A ?ticket= cannot be redeemed while Redis is down: "try again later", not an error.
@@ -125,14 +130,14 @@ async def websocket_route(ws: WebSocket) -> None:
     try:
         sub = hub.new_subscriber(principal.user_id, [], WEBSOCKET)
     except TooManyStreams as exc:
-        await ws.close(code=4029, reason=str(exc)[:100])
+        await ws.close(code=4029, reason=close_reason(str(exc)))
         return
     try:
         await hub.admit(sub)
     except (TooManyStreams, RedisError) as exc:
         hub.release(sub)
         await ws.close(
-            code=4029 if isinstance(exc, TooManyStreams) else 1013, reason=str(exc)[:100]
+            code=4029 if isinstance(exc, TooManyStreams) else 1013, reason=close_reason(str(exc))
         )
         return
     # The hub writes every frame (events and our replies) through the raw ASGI send, in one

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import websockets
+from websockets.sync.client import connect
 
 
 def _status(client: httpx.Client, method: str, path: str, **kwargs) -> tuple[int, str]:
@@ -46,6 +48,13 @@ def test_a_query_token_too_long_is_told_what_to_use_instead(api):
         status, detail = _status(client, "GET", path, params={"access_token": "x" * 4097})
     assert status == 422
     assert "Authorization header" in detail and "POST /api/v1/stream/tickets" in detail
+    # The WebSocket says it whole in its close reason.
+    url = api.url.replace("http", "ws") + "/api/v1/ws?access_token=" + "x" * 4097
+    with connect(url) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+    assert info.value.rcvd.reason == detail
 
 
 def test_the_bearer_header_wins_and_a_ticket_beside_a_token_is_not_spent(api, token, user):
