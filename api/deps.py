@@ -94,7 +94,7 @@ async def principal_from_token(state: AppState, token: str) -> Principal:
     except KeyUnavailable as exc:
         raise HTTPException(
             503,
-            # Short enough for a WebSocket's close reason (api/ws.py keeps 100 characters).
+            # Short enough for a WebSocket's close reason (123 bytes, api/ws.py).
             "the identity provider's keys cannot be fetched: the token cannot be checked now; "
             f"try again in {exc.retry_after} s",
             headers={"Retry-After": str(exc.retry_after)},
