@@ -29,6 +29,7 @@ export class Inbox {
     this.items = new Map(); // every known notification, archived ones too (archived_at set)
     this.nodes = new Map();
     this.counts = { unseen: 0, unread: 0, by_priority: { low: 0, normal: 0, high: 0, urgent: 0 } };
+    this.countsChanges = 0; // every change of the counts but a read of them (see #readCounts)
     this.total = 0; // of the All view, over all pages
     this.pages = 1;
     this.view = "all";
@@ -117,6 +118,7 @@ export class Inbox {
         const [body, counts] = await Promise.all([this.api.get("/notifications", { page: 1, limit: PAGE_SIZE }), this.api.get("/notifications/counts")]);
         this.items = new Map(body.notifications.map((n) => [n.id, n]));
         this.counts = counts;
+        this.countsChanges += 1;
         this.total = body.total;
         this.pages = 1;
       } while (this.again);
@@ -154,19 +156,35 @@ export class Inbox {
   }
 
   /** Events without counts of their own (the older kinds) are followed by one read of the
-   * counts, coalesced. */
+   * counts, coalesced; one asked for while a read is on its way follows that read. */
   #refreshCounts() {
+    this.countsWanted = true;
     if (this.countsPending) return;
-    this.countsPending = setTimeout(async () => {
-      try {
-        this.counts = await this.api.get("/notifications/counts");
+    this.countsPending = setTimeout(() => this.#readCounts(), 150);
+  }
+
+  /** A read's answer is the counts when the server read them, which can be before a change
+   * whose event (or answer) reached this tab while the read was on its way: another tab's
+   * "seen" applied here, then the older answer arriving, would bring the badge back. So an
+   * answer is kept only when nothing changed the counts meanwhile; otherwise they are read
+   * again. */
+  async #readCounts() {
+    this.countsWanted = false;
+    const changes = this.countsChanges;
+    try {
+      const counts = await this.api.get("/notifications/counts");
+      if (changes === this.countsChanges) {
+        this.counts = counts;
         schedule(this.render);
-      } catch {
-        // the next event or load tries again
-      } finally {
-        this.countsPending = null;
+      } else {
+        this.countsWanted = true;
       }
-    }, 150);
+    } catch {
+      // the next event or load tries again
+    } finally {
+      this.countsPending = null;
+      if (this.countsWanted) this.#refreshCounts();
+    }
   }
 
   handle(envelope) {
@@ -178,6 +196,7 @@ export class Inbox {
     const model = { items: this.items, counts: this.counts, total: this.total };
     const effects = applyEvent(model, type, data);
     this.counts = model.counts;
+    this.countsChanges += 1;
     this.total = model.total;
     if (!effects.handled) return;
     if (effects.refreshCounts) this.#refreshCounts();
@@ -251,6 +270,7 @@ export class Inbox {
     const { unread_count: unread, ...stored } = n;
     this.items.set(id, stored);
     this.counts.unread = unread;
+    this.countsChanges += 1;
     this.#refreshCounts();
     this.render();
     this.nodes.get(id)?.querySelector("[data-action=archive]:not([hidden]), [data-action=dismiss]")?.focus();
@@ -296,6 +316,7 @@ export class Inbox {
     const body = await this.#post("/notifications/archive-read", "archive the read ones");
     if (!body) return;
     this.counts = body.counts;
+    this.countsChanges += 1;
     this.#refreshCounts();
     // The events carry the ids; the archived tab reads them again when shown.
     for (const n of this.items.values()) {
