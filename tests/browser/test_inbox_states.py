@@ -4,6 +4,7 @@ real beat and worker) and "Retry processing" (done by a real worker), both tabs 
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,11 +31,70 @@ def open_bell(dashboard: Any) -> None:
         dashboard.page.click("#bell")
 
 
+COUNTS = "**/api/v1/notifications/counts"
+# The page's reads of the counts: how many it made, and how many answers it has read.
+COUNT_READS = """() => {
+    const native = window.fetch;
+    const reads = (window.__countsReads = { made: 0, answered: 0 });
+    window.fetch = async (...args) => {
+        const response = await native(...args);
+        if (!String(args[0]).includes("/notifications/counts")) return response;
+        reads.made += 1;
+        const json = response.json.bind(response);
+        // Counted a task later, once the page's code waiting for the answer has run.
+        response.json = () => json().finally(() => setTimeout(() => (reads.answered += 1)));
+        return response;
+    };
+}"""
+# Resolves after the page's next repaint (its renders are scheduled for the next frame).
+NEXT_REPAINT = "() => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve)))"
+
+
+class HeldCounts:
+    """A tab's reads of ``/notifications/counts``, answered by the server when they are made
+    but handed to the page only by :meth:`release`: what a slow answer does when another
+    tab's change reaches this tab, through its event, before it."""
+
+    def __init__(self, dashboard: Any) -> None:
+        self.page = dashboard.page
+        self.held: list[tuple[Any, Any]] = []
+        self.page.evaluate(COUNT_READS)
+        self.page.route(COUNTS, self._hold)
+
+    def _hold(self, route: Any) -> None:
+        self.held.append((route, route.fetch()))
+
+    def wait_held(self, timeout: float = 15.0) -> None:
+        """Until the tab has made a read (and the server has answered it)."""
+        deadline = time.monotonic() + timeout
+        while not self.held:
+            assert time.monotonic() < deadline, "the tab read no counts after the events"
+            self.page.wait_for_timeout(50)  # lets Playwright run the route handler
+
+    def release(self) -> None:
+        """Hands the held answers over, and returns once the page has read every answer to
+        its reads and repainted."""
+        for route, response in self.held:
+            route.fulfill(response=response)
+        self.page.unroute(COUNTS, self._hold)
+        self.page.wait_for_function(
+            "n => window.__countsReads.answered >= n"
+            " && window.__countsReads.answered === window.__countsReads.made",
+            arg=len(self.held),
+            timeout=15_000,
+        )
+        self.page.evaluate(NEXT_REPAINT)
+
+
 def test_opening_the_bell_sees_in_both_tabs_and_archive_leaves_the_other(
     api, user, open_dashboard, notify
 ):
     first = open_dashboard(api, user)
     second = open_dashboard(api, user, context=first.page.context)
+    # Each tab reads the counts after the events below; those reads are answered before the
+    # bell is opened and reach the tabs only after the "seen" event did. The badge must not
+    # come back from such an older answer.
+    held = [HeldCounts(tab) for tab in (first, second)]
     low = notify(user, "Weekly digest", type="system_update", priority="low")
     urgent = notify(user, "Payment run failed", type="error_alert", priority="urgent")
     third = notify(user, "Report ready")
@@ -42,9 +102,15 @@ def test_opening_the_bell_sees_in_both_tabs_and_archive_leaves_the_other(
         tab.wait_badge(3)
         tab.wait_unread(3)
     assert second.page.inner_text("#bell-badge") == "3"
+    for reads in held:
+        reads.wait_held()
 
     first.page.bring_to_front()
     open_bell(first)
+    for tab in (first, second):
+        tab.wait_for("() => window.finrt.stats.byType.notifications_seen >= 1")
+    for reads in held:
+        reads.release()
     for name, tab in (("first", first), ("second", second)):
         try:
             tab.wait_badge(0, timeout=30)
