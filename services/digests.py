@@ -14,6 +14,7 @@ arrives within about a second. Critical types and urgent notifications are never
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,10 +35,21 @@ TICK_BATCH = 500
 DEFAULT_TITLE = "{count} notifications: {title}"
 
 
+_PLACES_RE = re.compile(r"\{\{|\}\}|\{count\}|\{title\}")
+
+
+def literal(text: str) -> str:
+    """``text`` as it should read in a digest title: its braces doubled, so that a file named
+    ``{count}.csv`` keeps its name (see :func:`digest_title`)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def digest_title(template: str | None, count: int, first_title: str) -> str:
-    """The title for ``count``; a plain replace, not str.format: titles carry user text."""
-    text = (template or DEFAULT_TITLE).replace("{count}", str(count))
-    return text.replace("{title}", first_title)[:200]
+    """The title for ``count``: ``{count}`` and ``{title}`` replaced in one pass, ``{{`` and
+    ``}}`` read as one brace, every other character as it is. Not str.format: titles carry
+    user text, and text put in a template goes through :func:`literal`."""
+    values = {"{{": "{", "}}": "}", "{count}": str(count), "{title}": first_title}
+    return _PLACES_RE.sub(lambda m: values[m.group()], template or DEFAULT_TITLE)[:200]
 
 
 def join_open(

@@ -20,6 +20,7 @@ from domain.metrics import Dashboard, build_dashboard, period_sort_key
 from models import File, FileUpload, FinancialDataRow, enqueue, session_scope
 from models.base import utcnow
 from models.change_events import service_change
+from services.digests import literal
 from services.files import (
     MAX_EVENT_POINTS,
     enqueue_dashboard_events,
@@ -39,6 +40,7 @@ __all__ = [
     "fail_processing",
     "file_exists",
     "process_upload",
+    "quality_digest_title",
 ]
 
 # Row errors carried in a data_quality_issue notification, and quoted in its message.
@@ -263,8 +265,13 @@ def _finish_processed(
             actions=actions,
             # Problems of one file within the digest window become one notification.
             group=f"file:{file.id}",
-            digest_title=f"{{count}} data-quality issues in {file.name}",
+            digest_title=quality_digest_title(file.name),
         )
+
+
+def quality_digest_title(file_name: str) -> str:
+    """The title of a file's data-quality digest; the name stays as it is, braces and all."""
+    return "{count} data-quality issues in " + literal(file_name)
 
 
 def _issues_message(errors: Sequence[RowError]) -> str:

@@ -17,6 +17,7 @@ from core.settings import get_settings
 from models import session_scope
 from services.digests import UPDATE_SECONDS, announce_pending
 from tests.support import sse
+from workers.processing import quality_digest_title
 
 TITLE = "{count} data-quality issues in fy2025.csv"
 
@@ -185,3 +186,29 @@ async def test_one_producer_run_many_times_at_once_makes_one_notification_counti
     page = await inbox(user).page()
     assert len(ids) == 1
     assert [(n["id"], n["count"]) for n in page["notifications"]] == [(ids.pop(), 1)]
+
+
+@pytest.mark.parametrize("name", ["{count}.csv", "q{}.csv", "{0} and {title}.csv", "%s %d.csv"])
+async def test_a_file_name_with_braces_stays_as_it_is_in_its_digest_title(
+    stream_url, token, notify, inbox, user, name
+):
+    """The worker puts the file's name in the digest title's template; only the template's own
+    ``{count}`` is replaced, never braces of the name."""
+    me = inbox(user)
+
+    def issue(line: int) -> str:
+        return notify(
+            user,
+            f"line {line} refused in {name}",
+            type="data_quality_issue",
+            message=f"line {line}: not a number",
+            group="file:braces",
+            digest_title=quality_digest_title(name),
+        )
+
+    digest = issue(1)
+    assert issue(2) == issue(3) == digest
+    page = await me.page()
+    assert [(n["count"], n["title"]) for n in page["notifications"]] == [
+        (3, f"3 data-quality issues in {name}")
+    ]
