@@ -173,4 +173,11 @@ def download_report(
         media_type = REPORT_CONTENT_TYPES[report.format]
     if path is None or not path.is_file():
         raise HTTPException(410, "the report file is gone; request a new report")
-    return FileResponse(path, media_type=media_type, filename=filename)
+    # nosniff: a browser must take the report for its declared type, never guess HTML in it.
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=filename,
+        content_disposition_type="attachment",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )

@@ -238,3 +238,20 @@ async def test_csv_report_of_a_formula_named_file_holds_no_formula_in_any_split(
     # Every field is quoted; read as a semicolon-locale spreadsheet would, still no formula.
     assert text.splitlines()[0].startswith('"Report","FinVision report: q3;')
     assert _formula_parts(list(csv.reader(io.StringIO(text), delimiter=";"))) == []
+
+
+async def test_every_report_download_is_an_attachment_that_no_browser_sniffs(
+    producers_api, worker_env, owner, processed_file
+):
+    """A CSV holds the file's own text: a browser guessing HTML in it would run it."""
+    file_id, _detail, _dashboard = processed_file
+    async with httpx.AsyncClient(timeout=30) as client:
+        downloads = [
+            (await _report(client, producers_api.url, auth(worker_env, owner), file_id, f))
+            for f in ("csv", "xlsx", "pdf")
+        ]
+    for status, download in downloads:
+        assert download.status_code == 200, download.text
+        assert download.headers["x-content-type-options"] == "nosniff"
+        assert download.headers["content-disposition"].startswith("attachment; filename=")
+        assert download.headers["content-type"] == REPORT_CONTENT_TYPES[status["format"]]
