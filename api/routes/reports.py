@@ -6,11 +6,11 @@ import logging
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import BearerToken, CurrentUser, SettingsDep, StateDep
@@ -28,6 +28,8 @@ log = logging.getLogger("finrt.api.reports")
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
+# A page of a file's reports; also the default, which is what the list gave before it paged.
+MAX_REPORTS_PAGE = 100
 ReportIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="the report's id")]
 
 
@@ -60,6 +62,9 @@ class ReportPublic(BaseModel):
 
 class ReportList(BaseModel):
     reports: list[ReportPublic]
+    total: int = Field(description="how many reports the file has, over all pages")
+    page: int
+    limit: int
 
 
 def _report(session: Session, user_id: str, report_id: int) -> tuple[ReportExport, File]:
@@ -126,17 +131,38 @@ async def request_report(
 
 
 @router.get("/files/{file_id}/reports", responses={403: {}, 404: {}})
-def list_reports(file_id: FileIdPath, settings: SettingsDep, principal: CurrentUser) -> ReportList:
-    """The file's reports, newest first."""
+def list_reports(
+    file_id: FileIdPath,
+    settings: SettingsDep,
+    principal: CurrentUser,
+    page: Annotated[int, Query(ge=1, le=2**31 - 1, description="1 for the newest")] = 1,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_REPORTS_PAGE, description="page size")
+    ] = MAX_REPORTS_PAGE,
+) -> ReportList:
+    """The file's reports, newest first, a page at a time (as the notifications are)."""
     with session_scope(settings.database_url, read_only=True) as session:
         file = reader_file(session, principal.user_id, file_id)
-        found = session.scalars(
-            select(ReportExport)
-            .where(ReportExport.file_id == file.id)
-            .order_by(ReportExport.id.desc())
-            .limit(100)
+        of_file = ReportExport.file_id == file.id
+        total = session.scalar(select(func.count()).select_from(ReportExport).where(of_file)) or 0
+        offset = (page - 1) * limit
+        found: list[ReportExport] = []
+        if offset < total:  # also keeps a huge page number away from the database's integers
+            found = list(
+                session.scalars(
+                    select(ReportExport)
+                    .where(of_file)
+                    .order_by(ReportExport.id.desc())
+                    .offset(offset)
+                    .limit(limit)
+                )
+            )
+        return ReportList(
+            reports=[ReportPublic(**service.report_public(r)) for r in found],
+            total=total,
+            page=page,
+            limit=limit,
         )
-        return ReportList(reports=[ReportPublic(**service.report_public(r)) for r in found])
 
 
 @router.get("/reports/{report_id}", responses={403: {}, 404: {}})

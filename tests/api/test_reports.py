@@ -255,3 +255,46 @@ async def test_every_report_download_is_an_attachment_that_no_browser_sniffs(
         assert download.headers["x-content-type-options"] == "nosniff"
         assert download.headers["content-disposition"].startswith("attachment; filename=")
         assert download.headers["content-type"] == REPORT_CONTENT_TYPES[status["format"]]
+
+
+async def test_a_files_reports_are_listed_a_page_at_a_time(
+    producers_api, worker_env, user, make_file
+):
+    file_id = make_file(user)
+    with session_scope(worker_env["FINRT_DATABASE_URL"]) as session:
+        rows = [
+            ReportExport(
+                file_id=file_id, requested_by=user, format="csv", status="failed", job_id=f"j{i}"
+            )
+            for i in range(105)
+        ]
+        session.add_all(rows)
+        session.flush()
+        ids = sorted((r.id for r in rows), reverse=True)
+    url, headers = f"{producers_api.url}/api/v1/files/{file_id}/reports", auth(worker_env, user)
+    async with httpx.AsyncClient(timeout=30) as client:
+        default = (await client.get(url, headers=headers)).json()
+        pages = [
+            (await client.get(url, params={"page": p, "limit": 40}, headers=headers)).json()
+            for p in (1, 2, 3, 4)
+        ]
+        beyond = await client.get(url, params={"page": 2**31 - 1}, headers=headers)
+        bad = [
+            (await client.get(url, params=params, headers=headers)).status_code
+            for params in (
+                {"page": 0},
+                {"page": -1},
+                {"page": "x"},
+                {"page": 2**31},
+                {"limit": 0},
+                {"limit": 101},
+                {"limit": "ten"},
+            )
+        ]
+    assert [r["id"] for r in default["reports"]] == ids[:100]
+    assert (default["total"], default["page"], default["limit"]) == (105, 1, 100)
+    assert [r["id"] for p in pages for r in p["reports"]] == ids
+    assert [len(p["reports"]) for p in pages] == [40, 40, 25, 0]
+    assert {(p["total"], p["limit"]) for p in pages} == {(105, 40)}
+    assert beyond.status_code == 200 and beyond.json()["reports"] == []
+    assert bad == [422] * 7
