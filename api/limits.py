@@ -85,12 +85,21 @@ class RateLimits:
 
     async def check(self, action: Action, token: str) -> None:
         """Count one ``action`` for ``token``; 429 with ``Retry-After`` when over its rate."""
+        await self._count(action, token, take=True)
+
+    async def room(self, action: Action, token: str) -> None:
+        """429 as :meth:`check` when ``token`` has no ``action`` left, but count nothing: for
+        a request that may still be refused for another reason (its :meth:`check` follows once
+        it is accepted, and stays the authority when two race for the last one)."""
+        await self._count(action, token, take=False)
+
+    async def _count(self, action: Action, token: str, *, take: bool) -> None:
         item = self.rates[action]
         if item is None:
             return
         ident = token_digest(token)
         try:
-            if await self._limiter.hit(item, action, ident):
+            if await (self._limiter.hit if take else self._limiter.test)(item, action, ident):
                 return
             stats = await self._limiter.get_window_stats(item, action, ident)
         except (RedisError, OSError) as exc:

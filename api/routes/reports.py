@@ -114,11 +114,18 @@ async def request_report(
     token: BearerToken,
 ) -> ReportAccepted:
     """Request a report (owner or member); ``report_status`` events follow on the file's
-    channel and the caller's. Every request counts against FINRT_REPORT_RATE; one refused
-    with 429 does not."""
+    channel and the caller's. Only an accepted request counts against FINRT_REPORT_RATE; one
+    refused with 403, 404, 409, 422 or 429 does not."""
     s = state.settings
-    await state.limits.check("report", token)
+    await state.limits.room("report", token)
     report_id, job_id = await run_in_threadpool(_create, s, principal.user_id, file_id, body.format)
+    # Counted once the request is accepted; when requests of one token race for the last of
+    # its budget, the one counted too many leaves nothing (no row, no event).
+    try:
+        await state.limits.check("report", token)
+    except HTTPException:
+        await run_in_threadpool(service.discard_report, s.database_url, report_id)
+        raise
     # The row is stored without events; they follow only once its task is queued, so a
     # request refused with 503 leaves nothing behind (no row, no event).
     try:

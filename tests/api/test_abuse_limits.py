@@ -258,6 +258,47 @@ async def test_requesting_reports_over_the_rate_is_429_and_queues_nothing(
     assert uploaded.status_code == 202, uploaded.text
 
 
+async def test_report_requests_refused_with_403_404_or_409_leave_the_rate_untouched(
+    start_api, token, user, make_file
+):
+    """Only an accepted request holds a worker: one refused because the file is not processed
+    yet, or because its sender is no longer a member, takes nothing from the budget."""
+    from models import File, FileMember, session_scope
+    from tests.conftest import DATABASE_URL
+
+    server = start_api(report_rate="2/minute")
+    member = f"{user}m"
+    mine, theirs = token(user), token(member)
+    ready, busy = make_file(user, members=(member,)), make_file(user, members=(member,))
+    with session_scope(DATABASE_URL) as session:
+        session.get(File, busy).status = "processing"  # type: ignore[union-attr]
+
+    async def ask(file_id: int, bearer: str) -> httpx.Response:
+        return await client.post(
+            f"/api/v1/files/{file_id}/reports", json={"format": "csv"}, headers=_bearer(bearer)
+        )
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        not_ready = [await ask(busy, theirs) for _ in range(5)]
+        with session_scope(DATABASE_URL) as session:
+            session.delete(session.get(FileMember, (ready, member)))
+        removed = [await ask(ready, theirs) for _ in range(3)]
+        unknown = [await ask(2**31 - 1, theirs) for _ in range(3)]
+        with session_scope(DATABASE_URL) as session:
+            session.add(FileMember(file_id=ready, user_id=member))
+        accepted = [await ask(ready, theirs) for _ in range(2)]
+        over = await ask(ready, theirs)
+        # The owner's token has a budget of its own, untouched by the member's.
+        own = await ask(ready, mine)
+    assert [r.status_code for r in not_ready] == [409] * 5, [r.text for r in not_ready]
+    assert "processing" in not_ready[0].json()["detail"]
+    assert [r.status_code for r in removed] == [403] * 3, [r.text for r in removed]
+    assert [r.status_code for r in unknown] == [404] * 3, [r.text for r in unknown]
+    assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+    _retry_after(over, 60)
+    assert own.status_code == 202, own.text
+
+
 async def test_without_redis_the_limits_let_requests_meet_the_clear_503(start_api, token, user):
     redis_server = EmbeddedRedis().start()
     try:
