@@ -299,6 +299,39 @@ async def test_report_requests_refused_with_403_404_or_409_leave_the_rate_untouc
     assert own.status_code == 202, own.text
 
 
+async def test_thirty_report_requests_at_once_get_clear_answers_and_the_rate_holds(
+    start_api, token, user, make_file
+):
+    """Thirty requests for one file at the same moment, from one token and from thirty members:
+    one token gets exactly its rate and 429s for the rest (nothing stored for them), each
+    member its report; never a 500."""
+    server = start_api(report_rate="5/minute")
+    members = tuple(f"{user}m{i}" for i in range(30))
+    file_id = make_file(user, members=members)
+    url = f"/api/v1/files/{file_id}/reports"
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        mine = token(user)
+        burst = await asyncio.gather(
+            *(client.post(url, json={"format": "csv"}, headers=_bearer(mine)) for _ in range(30))
+        )
+        listed = await client.get(url, headers=_bearer(mine))
+        crowd = await asyncio.gather(
+            *(client.post(url, json={"format": "pdf"}, headers=_bearer(token(m))) for m in members)
+        )
+        after = await client.get(url, headers=_bearer(mine))
+    codes = sorted(r.status_code for r in burst)
+    assert codes == [202] * 5 + [429] * 25, [r.text for r in burst if r.status_code != 429]
+    for refused in (r for r in burst if r.status_code == 429):
+        _retry_after(refused, 60)
+    accepted = {r.json()["report_id"] for r in burst if r.status_code == 202}
+    assert {r["id"] for r in listed.json()["reports"]} == accepted
+    assert [r.status_code for r in crowd] == [202] * 30, [r.text for r in crowd]
+    assert after.json()["total"] == 35
+    assert sorted(r["requested_by"] for r in after.json()["reports"] if r["format"] == "pdf") == (
+        sorted(members)
+    )
+
+
 async def test_without_redis_the_limits_let_requests_meet_the_clear_503(start_api, token, user):
     redis_server = EmbeddedRedis().start()
     try:
