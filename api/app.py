@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -49,6 +48,7 @@ from api.routes import (
 )
 from api.state import AppState
 from api.write_gate import WriteGate
+from core.aio import stop_task
 from core.settings import Settings, get_settings
 from streams.connect import async_client, is_cluster
 from streams.hub import Hub, HubUnavailable
@@ -160,9 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await stop_task(watcher)
             await state.hub.stop()
             if state.hub.presence is not None:
                 await state.hub.presence.stop()

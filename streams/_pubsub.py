@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlparse
 
 import hiredis
 
+from core.aio import timed
+
 log = logging.getLogger("finrt.hub")
 
 
@@ -223,7 +225,7 @@ async def open_subscriber(
         raise ValueError(f"unsupported Redis URL scheme: {parsed.scheme!r}")
     loop = asyncio.get_running_loop()
     ctx = ssl.create_default_context() if parsed.scheme == "rediss" else None
-    transport, protocol = await asyncio.wait_for(
+    transport, protocol = await timed(
         loop.create_connection(
             lambda: SubscriberProtocol(on_message, on_confirm, on_batch_end),
             parsed.hostname or "127.0.0.1",
@@ -237,8 +239,8 @@ async def open_subscriber(
             user = unquote(parsed.username) if parsed.username else None
             password = unquote(parsed.password)
             args = ("AUTH", user, password) if user else ("AUTH", password)
-            await asyncio.wait_for(protocol.call(*args), timeout)
-        await asyncio.wait_for(protocol.call("CLIENT", "SETNAME", client_name), timeout)
+            await timed(protocol.call(*args), timeout)
+        await timed(protocol.call("CLIENT", "SETNAME", client_name), timeout)
     except BaseException:
         protocol.close()
         raise

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from core.aio import stop_task
 from streams.connect import is_cluster_client
 
 log = logging.getLogger("finrt.hub")
@@ -93,13 +94,7 @@ class TurnBatcher(Generic[A, R]):
             await asyncio.wait([task], timeout=timeout)
 
     async def stop(self) -> None:
-        task = self._task
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
 
 
 async def eval_many(

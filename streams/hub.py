@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from core.aio import stop_task, timed
 from streams._pubsub import SubscriberProtocol
 from streams.delivery_counts import DeliveryCounter
 from streams.envelope import Event, StreamId, control_envelope, format_id
@@ -196,10 +197,7 @@ class Hub(RedisLink):
             sub.close("shutdown", final)
         self.expiries.close()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
         self._link_close()
         if self.leases is not None:
             await self.leases.stop()
@@ -265,7 +263,7 @@ class Hub(RedisLink):
         pending = [w for w in waits if not w.done()]
         if pending:
             try:
-                await asyncio.wait_for(asyncio.shield(asyncio.gather(*pending)), timeout)
+                await timed(asyncio.shield(asyncio.gather(*pending)), timeout)
             except TimeoutError as exc:
                 now = time.monotonic()
                 for name in channels:  # let the idle sweep drop what nobody uses

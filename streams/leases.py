@@ -16,13 +16,13 @@ for streams of one user in one batch), and releases are sent the same way (strea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.aio import stop_task
 from streams.batching import TurnBatcher, eval_batch, per_key_scripts
 
 log = logging.getLogger("finrt.hub")
@@ -159,10 +159,7 @@ class StreamLeases:
     async def stop(self) -> None:
         await self._acquires.stop()
         await self._drops.drained(2.0)  # closed streams give their slots back before exit
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
 
 def _quiet(future: asyncio.Future[None]) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.aio import stop_task, timed
 from streams import _presence_lua as lua
 from streams.connect import is_cluster_client
 from streams.envelope import Event
@@ -121,16 +122,13 @@ class Presence:
         process that reconnect elsewhere meanwhile are never announced as gone."""
         self._stopping = True
         for handle in [self._task, self._flushing]:
-            if handle is not None:
-                handle.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await handle
+            await stop_task(handle)
         for timer in self._grace.values():
             timer.cancel()
         self.live.stop()
         if self._registered:
             with contextlib.suppress(*Errors):
-                await asyncio.wait_for(
+                await timed(
                     self._renew_script(
                         keys=[presence_procs_key(self.prefix)],
                         args=[self.process, max(1, int(self.grace * 1000)), "0"],
@@ -199,7 +197,7 @@ class Presence:
         self._waiters.append(waiter)
         self._schedule()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), TIMEOUT)
+            await timed(asyncio.shield(waiter), TIMEOUT)
 
     async def snapshot(self, channel: str) -> dict[str, Any]:
         """``{file_id, count, users: [{user_id, connections, since}]}``, earliest first.
@@ -226,7 +224,7 @@ class Presence:
 
     async def _read(self, channel: str) -> dict[str, Any]:
         keys = [presence_key(self.prefix, channel, "c"), presence_key(self.prefix, channel, "z")]
-        raw = await asyncio.wait_for(self._snap(keys=keys, args=[self.room_limit]), TIMEOUT)
+        raw = await timed(self._snap(keys=keys, args=[self.room_limit]), TIMEOUT)
         users = [
             {
                 "user_id": _text(raw[i]),
@@ -289,7 +287,7 @@ class Presence:
                 await self._renew()
                 full |= self._full  # a lost lease asks for everything again
                 self._full = set()
-            await asyncio.wait_for(self._write(dirty, full), TIMEOUT)
+            await timed(self._write(dirty, full), TIMEOUT)
             self._written += 1
             self.stats["flushes"] += 1
             return True
@@ -367,7 +365,7 @@ class Presence:
         processes whose lease has run out."""
         async with self._renew_lock:
             procs = presence_procs_key(self.prefix)
-            raw = await asyncio.wait_for(
+            raw = await timed(
                 self._renew_script(
                     keys=[procs], args=[self.process, self.lease_ms, int(self._registered)]
                 ),
@@ -381,7 +379,7 @@ class Presence:
                 self.process = uuid.uuid4().hex[:16]
                 self._files.clear()
                 self._full.update(self._local)
-                raw = await asyncio.wait_for(
+                raw = await timed(
                     self._renew_script(keys=[procs], args=[self.process, self.lease_ms, 0]),
                     TIMEOUT,
                 )
@@ -411,7 +409,7 @@ class Presence:
         files = presence_files_key(self.prefix, process)
         channels = [_text(c) for c in await self.client.smembers(files)]  # type: ignore[misc]
         calls = [self._sync_call(process, channel, [], True) for channel in channels]
-        await asyncio.wait_for(self._run_sync(files, calls, [], []), TIMEOUT)
+        await timed(self._run_sync(files, calls, [], []), TIMEOUT)
         await self._forget(keys=[presence_procs_key(self.prefix)], args=[process])
         await self.client.delete(files)
         self.stats["reaped"] += 1

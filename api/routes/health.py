@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from fastapi import APIRouter
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from api.deps import StateDep
+from core.aio import timed
 from models.db import reader_for
 
 router = APIRouter(tags=["operations"])
@@ -48,12 +48,12 @@ async def readyz(state: StateDep) -> JSONResponse:
             conn.execute(text("SELECT 1"))
 
     try:
-        await asyncio.wait_for(run_in_threadpool(_db), 3)
+        await timed(run_in_threadpool(_db), 3)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        await asyncio.wait_for(state.redis.ping(), 2)
+        await timed(state.redis.ping(), 2)
         checks["redis"] = "ok" if state.hub.connected else "pub/sub link down"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
