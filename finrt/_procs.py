@@ -1,10 +1,12 @@
-"""Processes for ``finrt dev``: ports, process groups found through /proc, and the embedded
-Redis run as a child of its own (``python -m finrt._procs redis PORT DIR``), so that its
-redis-server sits in that child's process group and stops with it."""
+"""Processes for ``finrt dev`` and ``finrt api``: ports (can one be listened on, and if not,
+why), process groups found through /proc, and the embedded Redis run as a child of its own
+(``python -m finrt._procs redis PORT DIR``), so that its redis-server sits in that child's
+process group and stops with it."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -15,14 +17,52 @@ from types import FrameType
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as probe:
-        # As uvicorn binds: connections of a previous run in TIME_WAIT do not count.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return listen_problem(host, port) is not None
+
+
+def listen_problem(host: str, port: int) -> tuple[str, int] | None:
+    """Why ``finrt api`` could not listen on ``host:port``, and its exit status (1: the port is
+    taken, as ``finrt dev`` says it; 2: an address this machine does not have, or no address at
+    all); None when it can. Tried as asyncio binds (every address the host resolves to, with
+    SO_REUSEADDR), before uvicorn starts the app only to fail and stop it again."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        return (
+            f"cannot listen on {where}: --host {host!r} is neither an address of this machine "
+            f"nor a name that resolves ({reason})",
+            2,
+        )
+    bound = 0
+    for family, kind, proto, _, address in infos:
         try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks (IPv6 off): asyncio skips it too
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (
+                        f"cannot listen on {where}: the port is already in use (another "
+                        "`finrt api` or server?): stop it, or choose another --port",
+                        1,
+                    )
+                if exc.errno != errno.EADDRNOTAVAIL:  # asyncio skips such an address
+                    return f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}", 2
+            else:
+                bound += 1
+    if not bound:
+        return f"cannot listen on {where}: {host} is not an address of this machine", 2
+    return None
 
 
 def process_groups() -> dict[int, list[int]]:

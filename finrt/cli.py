@@ -87,7 +87,7 @@ def api(
 
     from api.ws import MAX_FRAME
     from core.logs import log_config
-    from finrt._cli import listen_problem
+    from finrt._procs import listen_problem
 
     count = _worker_count(workers)
     s = _settings()
