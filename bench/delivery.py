@@ -37,9 +37,7 @@ async def s_resume(bench: Bench, target: Target) -> dict[str, Any]:
     if bench.pub_mode != "streams":
         raise Skip("needs streams.apublish")
     p = bench.p
-    server = await target.start()
-    client = pub = None
-    try:
+    async with target.running() as (server, closing):
         chans = [f"user:resume{i}" for i in range(p.resume_trials)]
         pub = await bench.publisher(
             "ours-resume",
@@ -50,10 +48,12 @@ async def s_resume(bench: Bench, target: Target) -> dict[str, Any]:
             warmup=False,
             ids="all",
         )
+        closing.push_async_callback(pub.close)
         await pub.send({"cmd": "go"})
         done = await pub.recv(timeout=300)
         first_ids = done["ids"][: len(chans)]
         client = await bench.client("ours-resume", target.port)
+        closing.push_async_callback(client.close)
         trials = []
         for i, first_id in enumerate(first_ids):
             since = client.mark()
@@ -91,12 +91,6 @@ async def s_resume(bench: Bench, target: Target) -> dict[str, Any]:
             "duplicates": sum(t["duplicates"] for t in trials),
             "server_rss_kb": rss_kb(server.pid),
         }
-    finally:
-        if pub is not None:
-            await pub.close()
-        if client is not None:
-            await client.close()
-        await target.stop()
 
 
 async def s_e2e_celery(bench: Bench, target: Target) -> dict[str, Any]:
@@ -105,9 +99,7 @@ async def s_e2e_celery(bench: Bench, target: Target) -> dict[str, Any]:
     if bench.pub_mode != "streams":
         raise Skip("needs streams.publish")
     p = bench.p
-    server = await target.start()
-    worker_proc = client = pub = None
-    try:
+    async with target.running() as (server, closing):
         worker_proc = spawn(
             "celery-worker",
             [
@@ -134,7 +126,9 @@ async def s_e2e_celery(bench: Bench, target: Target) -> dict[str, Any]:
             pinning=bench.pinning,
             log_dir=bench.log_dir,
         )
+        closing.push_async_callback(asyncio.to_thread, worker_proc.stop)
         client = await bench.client("ours-e2e", target.port)
+        closing.push_async_callback(client.close)
         opened = await client.open(
             {
                 "cmd": "open",
@@ -147,6 +141,7 @@ async def s_e2e_celery(bench: Bench, target: Target) -> dict[str, Any]:
         pub = await bench.publisher(
             "ours-e2e", channels=["user:celery"], per_channel=0, rate=0, warmup=True
         )
+        closing.push_async_callback(pub.close)
         warm = await client.wait_warm(30)
         await pub.request({"cmd": "go"}, timeout=60)
         await client.reset()
@@ -181,14 +176,6 @@ async def s_e2e_celery(bench: Bench, target: Target) -> dict[str, Any]:
             }
         )
         return res
-    finally:
-        if pub is not None:
-            await pub.close()
-        if client is not None:
-            await client.close()
-        if worker_proc is not None:
-            await asyncio.to_thread(worker_proc.stop)
-        await target.stop()
 
 
 async def s_db_events(bench: Bench, target: Target) -> dict[str, Any]:

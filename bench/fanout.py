@@ -49,10 +49,9 @@ async def stream_load(
 ) -> dict[str, Any]:
     """Open `conns` streams, warm them up, publish, drain; return the merged figures."""
     p = bench.p
-    server = await target.start()
-    client = pub = None
-    try:
+    async with target.running() as (server, closing):
         client = await bench.client(f"{target.name}-{tag}", target.port, target.stream_path)
+        closing.push_async_callback(client.close)
         opened = await client.open(
             {
                 "cmd": "open",
@@ -77,6 +76,7 @@ async def stream_load(
             **({"type": event_type} if event_type else {}),
             **({"mode": "nchan", "nchan_port": target.port} if target.name == "nchan" else {}),
         )
+        closing.push_async_callback(pub.close)
         warm = await client.wait_warm(30)
         await client.reset()
         extra: dict[str, Any] = {}
@@ -110,12 +110,6 @@ async def stream_load(
             }
         )
         return res
-    finally:
-        if pub is not None:
-            await pub.close()
-        if client is not None:
-            await client.close()
-        await target.stop()
 
 
 def profiled(
@@ -222,10 +216,9 @@ async def s_capacity(bench: Bench, target: Target) -> dict[str, Any]:
     p = bench.p
     total = p.cap_conns if target.name == "ours" else p.cap_baseline
     timed = min(p.cap_timed, total)
-    server = await target.start()
-    client = None
-    try:
+    async with target.running() as (server, closing):
         client = await bench.client(f"{target.name}-capacity", target.port)
+        closing.push_async_callback(client.close)
         # One stream first so lazily created shared state exists before "RSS before".
         first = await client.open({"cmd": "open", "count": 1, "user": "cap", "timeout": 30})
         if first["ok"] != 1:
@@ -298,7 +291,3 @@ async def s_capacity(bench: Bench, target: Target) -> dict[str, Any]:
             **extra,
             "redis": redis_clients,
         }
-    finally:
-        if client is not None:
-            await client.close()
-        await target.stop()

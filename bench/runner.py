@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,6 +166,16 @@ class Target:
         await wait_http_ok(self.port, "/healthz", self.proc, timeout=60)
         await asyncio.sleep(0.3)
         return self.proc
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[tuple[Proc, contextlib.AsyncExitStack]]:
+        """The server started, and a stack for what a scenario opens against it (clients,
+        publishers, workers: each pushes its close): on the way out, failed or not, they are
+        closed, last opened first, and then the server stops."""
+        proc = await self.start()
+        async with contextlib.AsyncExitStack() as closing:
+            closing.push_async_callback(self.stop)
+            yield proc, closing
 
     async def stop(self) -> None:
         if self.proc is not None:

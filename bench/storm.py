@@ -156,14 +156,11 @@ async def _users(bench: Bench, target: Target, p: StormParams, *, known: bool) -
     users = [f"{'k' if known else 'n'}{run}x{i}" for i in range(p.users)]
     if known:
         await asyncio.to_thread(_create_users, bench, users)
-    server = await target.start()
-    try:
+    async with target.running() as (server, _):
         res = await _measure_open(
             bench, server, target.port, users, STREAM_PATH, p, "ours", _name(known)
         )
         res["redis"] = _redis_connections(bench)
-    finally:
-        await target.stop()
     res["nchan"] = await nchan.measure(
         bench,
         lambda port, proc: _measure_open(
@@ -202,11 +199,10 @@ async def _reconnect_storm(bench: Bench, target: Target, p: StormParams) -> dict
     run = uuid.uuid4().hex[:6]
     users = [f"r{run}x{i}" for i in range(p.users)]
     sample = users[:: max(1, len(users) // p.sample)][: p.sample]
-    await target.start()
-    port = target.port
-    client = pub = None
-    try:
+    async with target.running() as (_, closing):
+        port = target.port
         client = await _client(bench, "reconnect", port, STREAM_PATH)
+        closing.push_async_callback(client.close)
         opened = await client.request(
             {"cmd": "open", "users": users, "concurrency": p.concurrency, "timeout": 120},
             timeout=600,
@@ -223,6 +219,7 @@ async def _reconnect_storm(bench: Bench, target: Target, p: StormParams) -> dict
             warmup=False,
             ids="first",
         )
+        closing.push_async_callback(pub.close)
         await pub.send({"cmd": "go"})
         publishing_s = p.events * len(sample) / p.rate
         await asyncio.sleep(publishing_s * 0.3)  # events flow before, during and after
@@ -267,12 +264,6 @@ async def _reconnect_storm(bench: Bench, target: Target, p: StormParams) -> dict
             "redis": _redis_connections(bench),
             "nchan": {"skipped": nchan.RESTART_NOTE},
         }
-    finally:
-        if pub is not None:
-            await pub.close()
-        if client is not None:
-            await client.close()
-        await target.stop()
 
 
 def _skip(why: str) -> Exception:
