@@ -41,6 +41,9 @@ from core.settings import get_settings
 
 log = logging.getLogger("finrt.api.http")
 
+# Linux's option number (socket has it on Linux only); None where the kernel has none.
+_TCP_USER_TIMEOUT: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)
+
 # Connections of this process still sending headers, oldest first (dicts keep insertion order).
 _waiting: dict[GuardedHttpToolsProtocol, None] = {}
 _shed = {"count": 0}
@@ -57,12 +60,13 @@ def waiting_cap() -> int:
 def drop_when_gone(transport: asyncio.BaseTransport, seconds: float) -> None:
     """Have the kernel drop the connection when what was sent stays unacknowledged for
     ``seconds`` (TCP_USER_TIMEOUT; Linux only, TCP only, 0 leaves the kernel's default)."""
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if _TCP_USER_TIMEOUT is None or seconds <= 0:
+        return
     sock = transport.get_extra_info("socket")
-    if option is None or sock is None or seconds <= 0:
+    if sock is None:
         return
     with contextlib.suppress(OSError):  # not TCP (a Unix socket)
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
 def _response(status: bytes, detail: bytes) -> bytes:
