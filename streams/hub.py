@@ -196,8 +196,8 @@ class Hub(RedisLink):
             final = None if retry_ms is None else sub.transport.farewell(retry_ms)
             sub.close("shutdown", final)
         self.expiries.close()
-        for task in self._tasks:
-            await stop_task(task)
+        while self._tasks:  # those started meanwhile too
+            await stop_task(self._tasks.pop(0))
         self._link_close()
         if self.leases is not None:
             await self.leases.stop()

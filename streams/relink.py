@@ -170,7 +170,7 @@ class RedisLink(ShardLink):
             ch.filling = refill
         conn.write(encode_command("SUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names)))
         if refill:
-            self._tasks.append(asyncio.create_task(self._refill(names)))
+            self._background(self._refill(names))
 
     async def _refill(self, names: list[str]) -> None:
         """After a reconnect: deliver what was published while the link was down."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -60,6 +61,12 @@ class ShardLink:
 
     async def _refill(self, names: list[str]) -> None:
         raise NotImplementedError
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` until it ends or the hub stops. Tasks that have ended are let go here:
+        a process whose Redis link comes and goes for months keeps no trail of them."""
+        self._tasks = [task for task in self._tasks if not task.done()]
+        self._tasks.append(asyncio.create_task(work))
 
     def _shards_init(self) -> None:
         self.sharded = is_cluster(self.redis_url)
@@ -158,7 +165,7 @@ class ShardLink:
         if moved:
             self.stats.reconnects += 1
             log.info("resubscribed %d channels on the cluster; filling gaps", len(moved))
-            self._tasks.append(asyncio.create_task(self._refill(moved)))
+            self._background(self._refill(moved))
             if self.presence is not None:  # changes published meanwhile may be lost
                 self.presence.on_reconnect()
         self._close_unused()
@@ -185,7 +192,7 @@ class ShardLink:
         )
         conn.on_error = self._on_shard_error
         self._shard_conns[addr] = conn
-        self._tasks.append(asyncio.create_task(self._watch(addr, conn)))
+        self._background(self._watch(addr, conn))
         return conn
 
     async def _watch(self, addr: str, conn: SubscriberProtocol) -> None:
