@@ -70,6 +70,7 @@ class LiveFanout:
     def __init__(self, deliver: Deliver | None, room_limit: int, snapshot: Snapshot) -> None:
         self.deliver, self.room_limit, self.snapshot = deliver, room_limit, snapshot
         self._rooms: dict[str, _Room] = {}
+        self._broadcasts: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs only
 
     def on_message(self, channel: str, payload: bytes) -> None:
         """A presence change published by some process (the payload after ``MARK``):
@@ -126,7 +127,13 @@ class LiveFanout:
     def refresh(self, channels: list[str]) -> None:
         """Give every local stream of these files a fresh snapshot (in the background)."""
         task = asyncio.get_running_loop().create_task(self._broadcast(channels))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._broadcasts.add(task)
+        task.add_done_callback(self._broadcast_done)
+
+    def _broadcast_done(self, task: asyncio.Task[None]) -> None:
+        self._broadcasts.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("presence snapshots failed", exc_info=exc)
 
     async def _broadcast(self, channels: list[str]) -> None:
         for channel in channels:
@@ -139,6 +146,8 @@ class LiveFanout:
                 self.deliver(channel, *frames(channel, "presence", snap), None)
 
     def stop(self) -> None:
+        for task in self._broadcasts:
+            task.cancel()
         for room in self._rooms.values():
             if room.timer is not None:
                 room.timer.cancel()
