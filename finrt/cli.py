@@ -268,7 +268,7 @@ def notify(
     from api.auth import SUB_RE
     from finrt._cli import database_problem, is_database_error
     from models import session_scope
-    from services.notifications import create_notification
+    from services.notify import create_notification
 
     s = _settings(signs_tokens=False)
     if not SUB_RE.match(user_id):

@@ -25,7 +25,8 @@ from models.notifications import Notification, NotificationJoin
 from models.outbox import enqueue
 from services.access import lock_user
 from services.announce_changes import announced_by_caller
-from services.notifications import deduplicated, present, to_public, with_counts
+from services.notifications import present, to_public, with_counts
+from services.notify import deduplicated
 from streams.channels import user_channel
 
 # At most one notification_updated per digest per this many seconds.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
     {
-        # notifications (services/notifications.py)
+        # notifications (services/notify.py, services/notifications.py)
         "notification",
         "notification_read",
         "notification_dismissed",

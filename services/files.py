@@ -34,7 +34,7 @@ from models.base import Base, utcnow
 from models.change_events import service_change
 from models.financial import FinancialDataRow
 from services.access import ensure_user
-from services.notifications import create_notification
+from services.notify import create_notification
 from streams.channels import USER_ID_RE, file_channel, user_channel
 
 log = logging.getLogger("finrt.files")

@@ -24,7 +24,7 @@ from models.financial import FREQUENCIES
 from services.access import Forbidden, NotFound, file_for_reader
 from services.files import file_channel, user_channel
 from services.notification_actions import regenerate_report
-from services.notifications import create_notification
+from services.notify import create_notification
 
 __all__ = [
     "REPORT_FORMATS",

@@ -19,7 +19,7 @@ def notify() -> Callable[..., str]:
     """Create a notification for ``user`` in a transaction of its own, committed (so its
     event is published); returns its id. Keyword arguments go to ``create_notification``."""
     from models import session_scope
-    from services.notifications import create_notification
+    from services.notify import create_notification
 
     def _notify(
         user: str,

@@ -31,7 +31,7 @@ from services.files import (
     user_channel,
 )
 from services.notification_actions import open_file, retry_processing
-from services.notifications import check_event_size, create_notification
+from services.notify import check_event_size, create_notification
 from workers.progress import FileGone
 
 __all__ = [

@@ -27,7 +27,7 @@ from models import File, ReportExport, enqueue, session_scope
 from models.base import utcnow
 from services.files import load_parameters, read_rows
 from services.notification_actions import link, open_file
-from services.notifications import create_notification
+from services.notify import create_notification
 from services.reports import download_url, enqueue_status, status_event, stored_name
 from streams.channels import user_channel
 

@@ -17,7 +17,7 @@ from models import session_scope
 from services.files import create_upload
 from services.inbox_states import announce_expired
 from services.notification_actions import link, retry_processing
-from services.notifications import create_notification
+from services.notify import create_notification
 from tests.fixtures_workers import auth, wait_for
 from tests.support import BIN, ROOT, sse
 from workers.processing import fail_processing

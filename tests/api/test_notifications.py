@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from models import Notification, session_scope
-from services.notifications import create_notification, mark_read, purge_expired
+from services.notifications import mark_read, purge_expired
+from services.notify import create_notification
 from tests.support import BIN, ROOT, sse
 
 

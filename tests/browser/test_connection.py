@@ -8,7 +8,7 @@ import pytest
 
 import streams
 from models import session_scope
-from services.notifications import create_notification
+from services.notify import create_notification
 from tests.browser.test_live_dashboard import publish_metric
 
 pytestmark = pytest.mark.browser

@@ -19,7 +19,8 @@ from models.change_events import BulkChangeRefused
 from models.db import engine_for
 from services.access import ensure_user
 from services.files import add_member, set_parameter
-from services.notifications import create_notification, unread_count
+from services.notifications import unread_count
+from services.notify import create_notification
 from streams.history import event_from_entry
 from streams.keys import history_key
 from tests.conftest import DATABASE_URL

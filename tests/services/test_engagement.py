@@ -9,7 +9,7 @@ import redis
 from core.settings import get_settings
 from models import session_scope
 from services import engagement
-from services.notifications import create_notification
+from services.notify import create_notification
 from services.preferences import update_preferences
 from streams.keys import engagement_key
 

@@ -15,7 +15,6 @@ from models import Notification, OutboxEvent, session_scope
 from services.access import ensure_user
 from services.notifications import (
     NotificationNotFound,
-    create_notification,
     dismiss,
     list_notifications,
     mark_all_read,
@@ -23,6 +22,7 @@ from services.notifications import (
     purge_expired,
     unread_count,
 )
+from services.notify import create_notification
 
 
 def _in_threads(n: int, work: Callable[[], object]) -> list[object]:

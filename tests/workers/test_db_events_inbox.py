@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from models import session_scope
-from services.notifications import create_notification, mark_read
+from services.notifications import mark_read
+from services.notify import create_notification
 from tests.conftest import DATABASE_URL, PG_SCHEMA
 from tests.fixtures_workers import assert_quiet, events_until
 from tests.support import ApiServer, sse
