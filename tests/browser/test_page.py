@@ -69,8 +69,10 @@ def test_without_a_token_the_page_says_how_to_open_it(api, browser, output_dir):
 
 @pytest.mark.browser
 def test_an_expired_session_is_said_and_the_page_stops(api, user, token, open_dashboard):
-    d = open_dashboard(api, user, token=token(user, ttl=3))
-    d.wait_state("expired", timeout=15)
+    # Long enough to connect first on a loaded machine (a token already expired when the page
+    # opens is another path); the server ends the stream when it expires.
+    d = open_dashboard(api, user, token=token(user, ttl=8))
+    d.wait_state("expired", timeout=30)
     assert "Session expired" in d.connection_text()
     assert "expired" in d.page.inner_text("#banner")
     assert d.page.is_disabled("#upload-form button[type=submit]")
