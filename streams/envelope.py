@@ -80,7 +80,13 @@ def envelope_tail(
     """The envelope without its id: everything after ``{"id":"..."`` up to the closing brace.
 
     The id is only known once Redis appends the event, so the publish script prepends it.
+    ``data`` is a JSON object, as every reader of an envelope takes it (``{...}``).
     """
+    if not isinstance(data, dict):
+        raise InvalidEvent(
+            f"data must be a JSON object ({{...}}), not {_json_kind(data)}: "
+            'wrap a value in one, for example {"value": ...}'
+        )
     body: dict[str, Any] = {
         "channel": channel,
         "type": event_type,
@@ -98,6 +104,20 @@ def envelope_tail(
     if len(encoded) > max_bytes:
         raise InvalidEvent(f"event is {len(encoded)} bytes; the limit is {max_bytes}")
     return b"," + encoded[1:]
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
 
 
 def join_envelope(event_id: str, tail: bytes) -> bytes:

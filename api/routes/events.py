@@ -108,7 +108,7 @@ async def list_events(
 
 class EventCreate(BaseModel):
     type: str = Field(max_length=64, examples=["metric_update"])
-    data: Any = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict, description="a JSON object")
     key: str | None = Field(default=None, max_length=128)
 
 

@@ -139,6 +139,31 @@ def test_non_finite_numbers_in_data_are_refused(api, token, user, number):
         assert _history(client, f"user:{user}", token(user)) == []
 
 
+@pytest.mark.parametrize("data", ["[1, 2]", '"text"', "3", "null", "true"])
+def test_data_that_is_not_an_object_is_refused(api, token, user, data):
+    """The contract's envelope carries ``"data": {...}``: the page and clients read fields of
+    it; a list or a string would reach them as an event they cannot read."""
+    service = token(f"{user}-svc", scope="publish")
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        r = client.post(
+            f"/api/v1/events/user:{user}",
+            content=f'{{"type": "price_tick", "data": {data}}}',
+            headers={**_bearer(service), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 422, (data, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == ["body", "data"]
+        assert _history(client, f"user:{user}", token(user)) == []
+        # An object, even an empty one, is data; so is a body without it ({}).
+        for body in ('{"type": "price_tick", "data": {}}', '{"type": "price_tick"}'):
+            r = client.post(
+                f"/api/v1/events/user:{user}",
+                content=body,
+                headers={**_bearer(service), "Content-Type": "application/json"},
+            )
+            assert r.status_code == 202, r.text
+        assert [e["data"] for e in _history(client, f"user:{user}", token(user))] == [{}, {}]
+
+
 @pytest.mark.parametrize("exp", ["1" + "0" * 400, "1e400", "1e300", "253402300800"])
 def test_an_exp_too_large_is_401_not_500(api, env, user, exp):
     bad = _raw_token(env, f'{{"sub": "{user}", "exp": {exp}}}')

@@ -18,7 +18,12 @@ def _tail(data: object) -> bytes:
 
 @pytest.mark.parametrize(
     "data",
-    [math.nan, {"a": [1, {"b": math.inf}]}, (None, -math.inf), {"c": None, "d": float("1e999")}],
+    [
+        {"v": math.nan},
+        {"a": [1, {"b": math.inf}]},
+        {"t": (None, -math.inf)},
+        {"c": None, "d": float("1e999")},
+    ],
     ids=["nan", "nested-infinity", "tuple", "next-to-a-null"],
 )
 def test_a_float_json_has_no_number_for_is_refused(data: object) -> None:
@@ -34,3 +39,14 @@ def test_nulls_and_large_integers_are_data() -> None:
     assert envelope["data"] == data
     with pytest.raises(InvalidEvent, match="Integer exceeds 64-bit range"):
         _tail({"c": 2**64})
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [([1, 2], "a list"), ("x", "a string"), (3, "a number"), (None, "null"), (True, "a boolean")],
+)
+def test_data_that_is_not_an_object_is_refused(data: object, kind: str) -> None:
+    """Every reader of an envelope (the page, clients, the contract's ``"data": {...}``) takes
+    its data for an object."""
+    with pytest.raises(InvalidEvent, match=f"data must be a JSON object .*not {kind}"):
+        _tail(data)

@@ -219,6 +219,16 @@ def test_publish_refuses_numbers_json_does_not_have(env, redis_client, user, dat
     assert redis_client.exists(history_key(get_settings().redis_prefix, channel)) == 0
 
 
+@pytest.mark.parametrize(
+    ("data", "kind"), [("[1, 2]", "a list"), ('"up"', "a string"), ("7", "a number")]
+)
+def test_publish_refuses_data_that_is_not_an_object(env, redis_client, user, data, kind):
+    channel = f"user:{user}"
+    result = run(env, "publish", channel, "greeting", data)
+    assert_clear_error(result, 2, f"data must be a JSON object ({{...}}), not {kind}")
+    assert redis_client.exists(history_key(get_settings().redis_prefix, channel)) == 0
+
+
 def test_publish_refuses_integers_beyond_64_bits(env, redis_client, user):
     result = run(env, "publish", f"user:{user}", "greeting", f'{{"v": {2**64}}}')
     assert_clear_error(result, 2, "Integer exceeds 64-bit range")
