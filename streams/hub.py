@@ -8,8 +8,8 @@ connection's queue as one chunk. Under load the flush waits a little (never more
 the cost that dominates fan-out.
 
 The hub knows nothing of SSE or WebSocket: each connection's transport (streams/transports.py)
-frames what it is given. Reconnecting to Redis and filling the gaps it left is in
-streams/relink.py.
+frames what it is given. Where a joining stream starts and how it is brought to live is in
+streams/catchup.py; reconnecting to Redis and filling the gaps it left in streams/relink.py.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import redis.asyncio as aioredis
 
 from core.aio import stop_task, timed
 from streams._pubsub import SubscriberProtocol
+from streams.catchup import CatchUp
 from streams.delivery_counts import DeliveryCounter
-from streams.envelope import Event, StreamId, control_envelope, format_id
+from streams.envelope import Event, StreamId
 from streams.expiry import Expiries
-from streams.history import PAGE, RESET_REASONS, Bounds, HistoryReader, ResumePlan, plan_resume
+from streams.history import RESET_REASONS, HistoryReader
 from streams.keys import channel_from_pubsub
 from streams.leases import StreamLeases
 from streams.metrics import DeliveryLag
-from streams.relink import RedisLink
 from streams.subscriber import Subscriber
 from streams.transports import Transport
 
@@ -96,7 +96,7 @@ class Stats:
         self.unresponsive = 0  # links dropped for not answering a PING in time
 
 
-class Hub(RedisLink):
+class Hub(CatchUp):
     def __init__(
         self,
         redis_url: str,
@@ -333,109 +333,6 @@ class Hub(RedisLink):
         if ch.ready.done():
             ch.ready = asyncio.get_running_loop().create_future()
         self._link_subscribe(name)
-
-    # -- catching up ---------------------------------------------------------------------------
-
-    async def prepare(
-        self, sub: Subscriber, last: dict[str, StreamId | None]
-    ) -> list[tuple[str, Bounds, ResumePlan]]:
-        """Fix where a joined subscriber starts in each channel, before anything is sent to it.
-
-        Done before the response headers go out, so that every event published after the
-        client sees its stream open has an id above the position it starts from.
-        """
-        plans = []
-        for name in list(sub.positions):
-            ch = self._channels.get(name)
-            known = max(ch.last or (0, 0), ch.head or (0, 0)) if ch is not None else (0, 0)
-            if last.get(name) is None and known > (0, 0) and self.connected:
-                # A live channel: every event up to ``known`` was published before this stream
-                # joined or already went out live; every later one reaches it live. So it can
-                # start there without a Redis round trip.
-                position = known
-                sub.positions[name] = position
-                if sub.written is not None:
-                    sub.written[name] = position
-                plans.append(
-                    (name, Bounds(True, position, position), ResumePlan(None, False, position))
-                )
-                continue
-            bounds = await self.history.bounds(name)
-            if ch is not None and ch.ready.done() and (ch.head is None or bounds.head > ch.head):
-                ch.head = bounds.head
-            plan = plan_resume(last.get(name), bounds)
-            sub.positions[name] = plan.position
-            if sub.written is not None:
-                sub.written[name] = plan.position
-            plans.append((name, bounds, plan))
-        return plans
-
-    async def catch_up(
-        self,
-        sub: Subscriber,
-        plans: list[tuple[str, Bounds, ResumePlan]],
-        *,
-        announce: bool = False,
-    ) -> None:
-        """Bring a prepared subscriber to live: resets, then history page by page (awaiting
-        the socket), then what was held meanwhile minus duplicates. First comes the transport's
-        preamble (SSE: the retry hint and, with ``announce``, the starting position, so that a
-        client that gave none can reconnect without missing anything)."""
-        assert sub.send is not None
-        preamble = sub.transport.preamble(self.retry_ms, sub.cursor() if announce else None)
-        if preamble is not None:
-            await sub.write_now([preamble])
-        if self.presence is not None:  # who is on each file, before any event
-            await sub.write_now(await self.presence.greeting(sub))
-        for name, bounds, plan in plans:
-            if plan.reset is not None:
-                self.stats.resets[plan.reset] += 1
-                await sub.write_now([self._reset_frame(sub, name, plan.reset)])
-            if not plan.replay:
-                continue
-            self.stats.resumes += 1
-            after = plan.position
-            while after < bounds.head:
-                page = await self.history.read_page(name, after, PAGE)
-                events = [e for e in page.events if e.sid <= bounds.head]
-                if events:
-                    sub.positions[name] = events[-1].sid
-                    await sub.write_now(list(events))
-                    self.stats.deliveries += len(events)
-                    for event in events:  # delivered on this connection: counted once
-                        if event.type == "notification":
-                            self.delivery_counter.note(event)
-                if not page.more:
-                    break
-                after = page.last
-        sub.go_live()
-        self.mark(sub)
-
-    def _reset_frame(self, sub: Subscriber, channel: str, reason: str) -> bytes:
-        cursor = sub.cursor()
-        envelope = control_envelope(
-            "reset",
-            channel,
-            cursor,
-            {"reason": reason, "position": format_id(sub.positions[channel])},
-        )
-        return sub.transport.control("reset", envelope, cursor)
-
-    def control_frame(self, sub: Subscriber, event_type: str, data: dict[str, Any]) -> bytes:
-        """A control event for one connection that leaves its position unchanged."""
-        channels = list(sub.positions)
-        envelope = control_envelope(
-            event_type, channels[0] if len(channels) == 1 else None, sub.cursor(), data
-        )
-        return sub.transport.control(event_type, envelope, None)
-
-    def reset(self, sub: Subscriber, channel: str, reason: str, position: StreamId) -> None:
-        sub.positions[channel] = position
-        if sub.written is not None:
-            sub.written[channel] = position
-        self.stats.resets[reason] += 1
-        sub.queue_raw(self._reset_frame(sub, channel, reason))
-        self.mark(sub)
 
     # -- live delivery --------------------------------------------------------------------------
 
