@@ -90,7 +90,7 @@ def _retry_processing(session: Session, user_id: str, args: dict[str, Any]) -> F
     if upload is None or upload.content is None:
         raise ActionRefused("the upload is no longer stored; upload the file again")
     job_id = str(uuid.uuid4())
-    upload.job_id = job_id
+    upload.job_id, upload.attempts = job_id, 0  # a new job, tried afresh
     file.status, file.error, file.updated_at = "queued", None, utcnow()
     # Its file_processing is the hooks' (services/announce_changes.py), enqueued by this flush.
     service_change(file)

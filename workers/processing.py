@@ -35,10 +35,12 @@ from services.notify import check_event_size, create_notification
 from workers.progress import FileGone
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
     "MAX_ISSUES_LISTED",
     "ProcessOutcome",
     "fail_processing",
     "file_exists",
+    "lost_reason",
     "process_upload",
     "quality_digest_title",
 ]
@@ -47,6 +49,8 @@ __all__ = [
 MAX_ISSUES_LISTED = 50
 MAX_ISSUES_IN_MESSAGE = 5
 _ROWS_PER_INSERT = 5000
+# How many times a job may be started (FINRT_TASK_MAX_RETRIES + 1 in the tasks).
+DEFAULT_MAX_ATTEMPTS = 6
 
 Progress = Callable[[int, int], None]
 FILE_GONE = "the file was deleted while it was processed"
@@ -71,8 +75,18 @@ def _job_event(job_id: str, file_id: int, status: str, percent: int) -> dict[str
     }
 
 
-def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
-    """Mark the file processing; its bytes and owner, or None when there is nothing to do."""
+def lost_reason(attempts: int) -> str:
+    """Why a job that was started ``attempts`` times without ending is given up."""
+    return (
+        f"the job was started {attempts} times without finishing (its worker process was lost: "
+        "out of memory, or killed)"
+    )
+
+
+def _start(url: str, file_id: int, max_attempts: int) -> tuple[bytes, str] | int | None:
+    """Mark the file processing and count the start; its bytes and owner, the number of
+    starts when it was already started ``max_attempts`` times (every one of them lost its
+    worker, or it would have ended), or None when there is nothing to do."""
     with session_scope(url) as session:
         file = session.get(File, file_id)
         if file is None or file.status in ("processed", "failed"):
@@ -80,6 +94,9 @@ def _start(url: str, file_id: int, job_id: str) -> tuple[bytes, str] | None:
         upload = session.get(FileUpload, file_id)
         if upload is None or upload.content is None:
             return None
+        if upload.attempts >= max_attempts:
+            return upload.attempts
+        upload.attempts += 1
         # Set even when already "processing" (a redelivered task): the stale-job check
         # measures from here.
         file.status, file.updated_at = "processing", utcnow()
@@ -107,15 +124,22 @@ def process_upload(
     max_bytes: int,
     max_rows: int,
     on_progress: Progress | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> ProcessOutcome:
     """Parse the stored upload and, in one transaction, store its rows, the dashboard, the
     file's status and counts, their events and the owner's notifications.
 
-    Safe to run again (a task redelivered after a crash): a finished file is left alone.
+    Safe to run again (a task redelivered after a crash): a finished file is left alone. A
+    file whose processing was started ``max_attempts`` times already (each run lost its
+    worker: a file that kills the process that reads it would otherwise be handed on for
+    ever) is marked failed instead.
     """
-    started = _start(url, file_id, job_id)
+    started = _start(url, file_id, max_attempts)
     if started is None:
         return ProcessOutcome("skipped")
+    if isinstance(started, int):
+        done = fail_processing(url, file_id, job_id, lost_reason(started))
+        return ProcessOutcome("failed" if done else "skipped")
     content, owner = started
     try:
         result = parse_csv(content, max_bytes=max_bytes, max_rows=max_rows, on_progress=on_progress)

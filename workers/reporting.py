@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from domain.csv_import import FinancialRow
@@ -28,8 +28,15 @@ from models.base import utcnow
 from services.files import load_parameters, read_rows
 from services.notification_actions import link, open_file
 from services.notify import create_notification
-from services.reports import download_url, enqueue_status, status_event, stored_name
+from services.reports import (
+    download_url,
+    enqueue_status,
+    fail_report,
+    status_event,
+    stored_name,
+)
 from streams.channels import user_channel
+from workers.processing import DEFAULT_MAX_ATTEMPTS, lost_reason
 
 __all__ = ["ReportOutcome", "generate_report"]
 
@@ -45,7 +52,8 @@ REPORT_GONE = "the file was deleted while its report was built"
 
 @dataclass(frozen=True)
 class ReportOutcome:
-    """``status``: ready, or skipped (missing, or finished by an earlier run)."""
+    """``status``: ready, failed (started too often), or skipped (missing, or finished by an
+    earlier run)."""
 
     status: str
     path: Path | None = None
@@ -70,11 +78,19 @@ def generate_report(
     on_progress: Percent | None = None,
     delay_seconds: float = 0.0,
     partial_max_age_seconds: float = 3600.0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> ReportOutcome:
-    """Build the report, store it, and mark it ready with its events and notification."""
-    started = _start_job(url, report_id)
+    """Build the report, store it, and mark it ready with its events and notification.
+
+    A report started ``max_attempts`` times already (each run lost its worker: a report that
+    kills the process building it would otherwise be handed on for ever) is marked failed
+    instead, with the requester's ``error_alert``."""
+    started = _start_job(url, report_id, max_attempts)
     if started is None:
         return ReportOutcome("skipped")
+    if isinstance(started, int):
+        failed = fail_report(url, report_id, lost_reason(started))
+        return ReportOutcome("failed" if failed else "skipped")
     job, rows, dashboard = started
     directory = Path(reports_dir).resolve()
     _remove_partials(directory, job.stored_name, partial_max_age_seconds)
@@ -118,18 +134,25 @@ def generate_report(
     return ReportOutcome("ready", path)
 
 
-def _start_job(url: str, report_id: int) -> tuple[_Job, list[FinancialRow], Dashboard] | None:
-    """Mark the report running (a redelivered task finds it running already) and read what it
-    is built from; None when it is missing or finished."""
+def _start_job(
+    url: str, report_id: int, max_attempts: int
+) -> tuple[_Job, list[FinancialRow], Dashboard] | int | None:
+    """Mark the report running (a redelivered task finds it running already), count the
+    start, and read what it is built from; the number of starts when it was already started
+    ``max_attempts`` times; None when it is missing or finished."""
+    unfinished = ReportExport.status.in_(("queued", "running"))
     with session_scope(url) as session:
         moved = session.execute(
             update(ReportExport)
-            .where(ReportExport.id == report_id, ReportExport.status.in_(("queued", "running")))
+            .where(ReportExport.id == report_id, unfinished)
+            .where(ReportExport.attempts < max_attempts)
             .values(status="running", started_at=utcnow(), attempts=ReportExport.attempts + 1)
             .execution_options(synchronize_session=False, finrt_events="explicit")
         )
         if _rowcount(moved) == 0:
-            return None
+            return session.scalar(
+                select(ReportExport.attempts).where(ReportExport.id == report_id, unfinished)
+            )
         report = session.get(ReportExport, report_id, populate_existing=True)
         assert report is not None
         file = session.get(File, report.file_id)

@@ -13,14 +13,14 @@ import httpx
 import pytest
 
 from domain.sample import rows_csv
-from models import session_scope
+from models import FileUpload, session_scope
 from services.files import create_upload
 from services.inbox_states import announce_expired
 from services.notification_actions import link, retry_processing
 from services.notify import create_notification
 from tests.fixtures_workers import auth, wait_for
 from tests.support import BIN, ROOT, sse
-from workers.processing import fail_processing
+from workers.processing import DEFAULT_MAX_ATTEMPTS, fail_processing
 
 NOTIFICATIONS = "/api/v1/notifications"
 
@@ -142,11 +142,16 @@ def test_producers_refuse_more_than_two_actions_or_a_bad_one(user):
 async def test_retry_processing_on_a_failed_file_processes_it_once(
     producers_api, celery_worker, worker_env, user
 ):
-    """A file whose job was lost (the stale-job check failed it) is processed again from the
-    bytes still stored, by the action of its error_alert."""
+    """A file whose job was lost (every run it was given lost its worker, then it was failed)
+    is processed again from the bytes still stored, by the action of its error_alert: the
+    new job gets runs of its own."""
     with session_scope() as session:
         file = create_upload(session, user, "q3.csv", rows_csv(24), str(uuid.uuid4()))
+        session.flush()
         file_id, job_id = file.id, str(file.id)
+        upload = session.get(FileUpload, file_id)
+        assert upload is not None
+        upload.attempts = DEFAULT_MAX_ATTEMPTS
     assert fail_processing(worker_env["FINRT_DATABASE_URL"], file_id, job_id, "the worker was lost")
     base, headers = producers_api.url, auth(worker_env, user)
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
