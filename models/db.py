@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,7 +25,32 @@ SQLITE_WRITERS = 1
 SQLITE_QUEUE_SECONDS = 120
 
 
+# Every engine this process made, for _forget_parent_connections.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parent_connections() -> None:
+    """In a forked process, let go of the connections pooled by the parent (without closing
+    them: they are the parent's), so that each process opens its own. Celery forks its pool
+    processes from the worker's main process, and that process uses the database too (a task
+    stopped by its hard time limit is recorded failed there): without this, the new pool
+    process would talk on the parent's socket (PostgreSQL) or file handle (SQLite), and two
+    processes would interleave their queries on one connection. SQLAlchemy's recipe for
+    ``os.fork``."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    engine = _make_engine(url, read_only=read_only)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
