@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from domain.csv_import import CsvRejected, FinancialRow, ParseResult, RowError, parse_csv
 from domain.metrics import Dashboard, build_dashboard, period_sort_key
 from models import File, FileUpload, FinancialDataRow, enqueue, session_scope
@@ -35,9 +36,9 @@ from services.notify import check_event_size, create_notification
 from workers.progress import FileGone
 
 __all__ = [
-    "DEFAULT_MAX_ATTEMPTS",
     "MAX_ISSUES_LISTED",
     "ProcessOutcome",
+    "allowed_starts",
     "fail_processing",
     "file_exists",
     "lost_reason",
@@ -49,8 +50,6 @@ __all__ = [
 MAX_ISSUES_LISTED = 50
 MAX_ISSUES_IN_MESSAGE = 5
 _ROWS_PER_INSERT = 5000
-# How many times a job may be started (FINRT_TASK_MAX_RETRIES + 1 in the tasks).
-DEFAULT_MAX_ATTEMPTS = 6
 
 Progress = Callable[[int, int], None]
 FILE_GONE = "the file was deleted while it was processed"
@@ -75,6 +74,11 @@ def _job_event(job_id: str, file_id: int, status: str, percent: int) -> dict[str
     }
 
 
+def allowed_starts() -> int:
+    """How many times a job may be started: its first run and FINRT_TASK_MAX_RETRIES more."""
+    return get_settings().task_max_retries + 1
+
+
 def lost_reason(attempts: int) -> str:
     """Why a job that was started ``attempts`` times without ending is given up."""
     return (
@@ -96,7 +100,7 @@ def _start(url: str, file_id: int, max_attempts: int) -> tuple[bytes, str] | int
             return None
         if upload.attempts >= max_attempts:
             return upload.attempts
-        upload.attempts += 1
+        upload.attempts = FileUpload.attempts + 1  # in the UPDATE: no start is lost
         # Set even when already "processing" (a redelivered task): the stale-job check
         # measures from here.
         file.status, file.updated_at = "processing", utcnow()
@@ -124,7 +128,7 @@ def process_upload(
     max_bytes: int,
     max_rows: int,
     on_progress: Progress | None = None,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = None,
 ) -> ProcessOutcome:
     """Parse the stored upload and, in one transaction, store its rows, the dashboard, the
     file's status and counts, their events and the owner's notifications.
@@ -132,9 +136,9 @@ def process_upload(
     Safe to run again (a task redelivered after a crash): a finished file is left alone. A
     file whose processing was started ``max_attempts`` times already (each run lost its
     worker: a file that kills the process that reads it would otherwise be handed on for
-    ever) is marked failed instead.
+    ever) is marked failed instead (None: ``allowed_starts()``).
     """
-    started = _start(url, file_id, max_attempts)
+    started = _start(url, file_id, allowed_starts() if max_attempts is None else max_attempts)
     if started is None:
         return ProcessOutcome("skipped")
     if isinstance(started, int):

@@ -36,7 +36,7 @@ from services.reports import (
     stored_name,
 )
 from streams.channels import user_channel
-from workers.processing import DEFAULT_MAX_ATTEMPTS, lost_reason
+from workers.processing import allowed_starts, lost_reason
 
 __all__ = ["ReportOutcome", "generate_report"]
 
@@ -78,14 +78,14 @@ def generate_report(
     on_progress: Percent | None = None,
     delay_seconds: float = 0.0,
     partial_max_age_seconds: float = 3600.0,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = None,
 ) -> ReportOutcome:
     """Build the report, store it, and mark it ready with its events and notification.
 
     A report started ``max_attempts`` times already (each run lost its worker: a report that
     kills the process building it would otherwise be handed on for ever) is marked failed
-    instead, with the requester's ``error_alert``."""
-    started = _start_job(url, report_id, max_attempts)
+    instead, with the requester's ``error_alert`` (None: ``allowed_starts()``)."""
+    started = _start_job(url, report_id, allowed_starts() if max_attempts is None else max_attempts)
     if started is None:
         return ReportOutcome("skipped")
     if isinstance(started, int):

@@ -128,7 +128,6 @@ def process_file(file_id: int, job_id: str) -> str:
         max_bytes=s.upload_max_bytes,
         max_rows=s.upload_max_rows,
         on_progress=progress,
-        max_attempts=s.task_max_retries + 1,
     )
     log.info(
         "file %s: %s (%d rows, %d refused)",
@@ -174,7 +173,6 @@ def generate_report_task(report_id: int) -> str:
         on_progress=progress,
         delay_seconds=s.report_delay_seconds,
         partial_max_age_seconds=s.task_time_limit,
-        max_attempts=s.task_max_retries + 1,
     )
     log.info("report %s: %s", report_id, outcome.status)
     return outcome.status

@@ -20,7 +20,7 @@ from services.notification_actions import link, retry_processing
 from services.notify import create_notification
 from tests.fixtures_workers import auth, wait_for
 from tests.support import BIN, ROOT, sse
-from workers.processing import DEFAULT_MAX_ATTEMPTS, fail_processing
+from workers.processing import allowed_starts, fail_processing
 
 NOTIFICATIONS = "/api/v1/notifications"
 
@@ -151,7 +151,7 @@ async def test_retry_processing_on_a_failed_file_processes_it_once(
         file_id, job_id = file.id, str(file.id)
         upload = session.get(FileUpload, file_id)
         assert upload is not None
-        upload.attempts = DEFAULT_MAX_ATTEMPTS
+        upload.attempts = allowed_starts()
     assert fail_processing(worker_env["FINRT_DATABASE_URL"], file_id, job_id, "the worker was lost")
     base, headers = producers_api.url, auth(worker_env, user)
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
