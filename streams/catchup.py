@@ -38,7 +38,7 @@ class CatchUp(RedisLink):
         for name in list(sub.positions):
             ch = self._channels.get(name)
             known = max(ch.last or (0, 0), ch.head or (0, 0)) if ch is not None else (0, 0)
-            if last.get(name) is None and known > (0, 0) and self._connected.is_set():
+            if last.get(name) is None and known > (0, 0) and self.connected:
                 # A live channel: every event up to ``known`` was published before this stream
                 # joined or already went out live; every later one reaches it live. So it can
                 # start there without a Redis round trip.

@@ -203,10 +203,6 @@ class Hub(CatchUp):
             await self.leases.stop()
 
     @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
     def open_streams(self) -> int:
         return len(self._subscribers)
 

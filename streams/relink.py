@@ -42,6 +42,11 @@ class RedisLink(ShardLink):
     _stopping: bool
     _to_subscribe: list[str]  # channels to subscribe at the end of this loop turn
 
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub link to Redis is up."""
+        return self._connected.is_set()
+
     def _on_message(self, name: bytes, payload: bytes) -> None:
         raise NotImplementedError
 
@@ -75,7 +80,7 @@ class RedisLink(ShardLink):
         if self.sharded:
             for name in names:
                 self._shard_subscribe(name)
-        elif self._conn is not None and self._connected.is_set():
+        elif self._conn is not None and self.connected:
             for name in names:
                 self._channels[name].pending_subs += 1
             self._conn.write(
@@ -85,7 +90,7 @@ class RedisLink(ShardLink):
     def _link_unsubscribe(self, names: list[str]) -> None:
         if self.sharded:
             self._shard_unsubscribe(names)
-        elif self._conn is not None and self._connected.is_set():
+        elif self._conn is not None and self.connected:
             self._conn.write(
                 encode_command("UNSUBSCRIBE", *(pubsub_channel(self.prefix, n) for n in names))
             )
