@@ -23,6 +23,8 @@ class File(Base):
     """An uploaded financial file; its channel is ``file:{id}``."""
 
     __tablename__ = "files"
+    # SQLite: never give a deleted file's id (and so its channel) to a new file (0018).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)

@@ -7,8 +7,10 @@ import zipfile
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 
+import streams
 from domain.sample import rows_csv, sample_csv
 from models import File, FileParameter, Notification, session_scope
 from streams.envelope import parse_id
@@ -356,3 +358,26 @@ async def test_a_body_with_a_key_the_route_does_not_know_is_422_and_changes_noth
             )
             == 0
         )
+
+
+async def test_a_file_deleted_outside_the_api_never_hands_its_id_or_history_to_a_new_file(
+    api, env, token, user, make_file
+):
+    """The newest file deleted from outside (a plain database connection): the next file gets
+    an id of its own, so its owner cannot replay the deleted file's events from history."""
+    stranger = f"{user}x"
+    old = make_file(user)
+    streams.publish(f"file:{old}", "data_update", {"secret": "the old owner's figures"})
+    outside = sa.create_engine(env["FINRT_DATABASE_URL"])  # no project code on this connection
+    with outside.begin() as conn:
+        conn.execute(sa.text("DELETE FROM files WHERE id = :id"), {"id": old})
+    outside.dispose()
+
+    new = make_file(stranger)
+    assert new > old
+    url = f"{api.url}/api/v1/stream/files/{new}"
+    async with sse(url, token(stranger), last_event_id="0-0") as stream:
+        await stream.no_event(1.0)
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        gone = await client.get(f"/api/v1/files/{old}", headers=auth(env, stranger))
+        assert gone.status_code == 404
