@@ -98,7 +98,9 @@ def build_state(settings: Settings) -> AppState:
     hub.presence = Presence.from_settings(client, settings, deliver=hub.broadcast_raw)
     publisher: AsyncPublisher = AsyncPublisher.from_settings(client, settings)
     limits = RateLimits(client, settings)
-    return AppState(settings, client, hub, publisher, limits, TokenVerifier(settings))
+    state = AppState(settings, client, hub, publisher, limits, TokenVerifier(settings))
+    hub.on_revoke = state.access.forget_channel  # streams/revocation.py
+    return state
 
 
 async def _close_streams_on_exit(state: AppState) -> None:

@@ -302,6 +302,13 @@ def _types() -> dict[str, Any]:
             "position; refetch the snapshot and continue from this event's id",
             example={"reason": "history_trimmed", "position": "1795634193826-0"},
         ),
+        "access_revoked": _object(
+            {"channel": {"type": "string"}, "reason": {"type": "string"}},
+            description="control event: the user may no longer read this channel (a member "
+            "removed, the file deleted); it is taken off the stream, which ends when no other "
+            "channel is left. Do not ask for the channel again: it is refused (403, 404)",
+            example={"channel": "file:7", "reason": "no longer a member of this file"},
+        ),
         "auth_expired": _object(
             {"reason": {"type": "string"}},
             description="control event: the token expired; the stream ends. Reconnect with "

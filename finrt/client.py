@@ -9,8 +9,9 @@ One or several channels on one connection (``GET /api/v1/stream``). The client k
 stream's position (the SSE id, also the id-only frame the server sends first) and reconnects by
 itself after a dropped connection, a server restart or a 503, with ``Last-Event-ID``: nothing
 is lost and nothing repeats while history reaches back. Frames without data (the position
-frame, the empty frames after pings) are not events. ``reset`` and ``auth_expired`` arrive as
-:class:`Reset` and :class:`AuthExpired`. ``astream`` is the same for asyncio.
+frame, the empty frames after pings) are not events. ``reset``, ``auth_expired`` and
+``access_revoked`` arrive as :class:`Reset`, :class:`AuthExpired` and :class:`AccessRevoked`.
+``astream`` is the same for asyncio.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from streams.transports import encode_cursor
 
 __all__ = [
+    "AccessRevoked",
     "AuthExpired",
     "AuthFailed",
     "Event",
@@ -97,7 +99,22 @@ class Presence(Event):
     ``presence_count``): live only, ``id`` None, never in history; it moves no position."""
 
 
-CONTROL: dict[str, type[Event]] = {"reset": Reset, "auth_expired": AuthExpired}
+@dataclass(frozen=True, slots=True)
+class AccessRevoked(Event):
+    """The user may no longer read ``channel`` (a member removed, a file deleted): the server
+    took it off the stream, the client never asks for it again, and the stream goes on with
+    the other channels (it ends when none is left)."""
+
+    @property
+    def reason(self) -> str:
+        return str(self.data.get("reason", "")) if isinstance(self.data, dict) else ""
+
+
+CONTROL: dict[str, type[Event]] = {
+    "reset": Reset,
+    "auth_expired": AuthExpired,
+    "access_revoked": AccessRevoked,
+}
 
 
 class StreamRefused(Exception):
@@ -161,6 +178,9 @@ class _Session:
         event = Event.from_sse(sse)
         if isinstance(event, AuthExpired) and not callable(self.token):
             self.ended = True
+        if isinstance(event, AccessRevoked):
+            self.channels = [c for c in self.channels if c != event.channel]
+            self.ended = not self.channels
         return event
 
     def wait(self) -> float:

@@ -25,8 +25,10 @@ class NotFound(Exception):
 
 class AccessCache:
     """Remembers granted (user, channel) pairs for a short while, so opening a stream on a
-    busy file costs no database round trip. Only grants are cached; access is never revoked
-    in this service (members are only added), so a stale grant cannot let anyone in."""
+    busy file costs no database round trip. Only grants are cached. The API only ever adds
+    members; a member removed or a file deleted elsewhere is announced on the file's channel,
+    and a process that carries that channel forgets its grants for it at once
+    (streams/revocation.py); any other process within ``ttl_seconds``."""
 
     def __init__(self, ttl_seconds: float = 30.0, max_entries: int = 100_000) -> None:
         self.ttl, self.max_entries = ttl_seconds, max_entries
@@ -41,6 +43,11 @@ class AccessCache:
         if len(self._granted) >= self.max_entries:
             self._granted.clear()
         self._granted[(user_id, channel)] = time.monotonic() + self.ttl
+
+    def forget_channel(self, channel: str) -> None:
+        """Access to ``channel`` changed: every grant of it is checked again."""
+        for pair in [p for p in self._granted if p[1] == channel]:
+            del self._granted[pair]
 
     def user_known(self, user_id: str) -> bool:
         return user_id in self._users

@@ -39,6 +39,7 @@ SERVICE_EVENT_TYPES: frozenset[str] = frozenset(
         # made by the streams themselves, or WebSocket replies an event must not look like
         "reset",
         "auth_expired",
+        "access_revoked",
         "ping",
         "pong",
         "subscribed",

@@ -85,7 +85,7 @@ class CatchUp(RedisLink):
                 continue
             self.stats.resumes += 1
             after = plan.position
-            while after < bounds.head:
+            while after < bounds.head and name in sub.positions:  # not if taken away meanwhile
                 page = await self.history.read_page(name, after, PAGE)
                 events = [e for e in page.events if e.sid <= bounds.head]
                 if events:

@@ -33,6 +33,7 @@ from streams.history import RESET_REASONS, HistoryReader
 from streams.keys import channel_from_pubsub
 from streams.leases import StreamLeases
 from streams.metrics import DeliveryLag
+from streams.revocation import ACCESS_EVENTS, Revocation
 from streams.subscriber import Subscriber
 from streams.transports import Transport
 
@@ -96,7 +97,7 @@ class Stats:
         self.unresponsive = 0  # links dropped for not answering a PING in time
 
 
-class Hub(CatchUp):
+class Hub(CatchUp, Revocation):
     def __init__(
         self,
         redis_url: str,
@@ -358,6 +359,9 @@ class Hub(CatchUp):
             return
         ch.last = event.sid
         dirty = self._dirty
+        if event.type in ACCESS_EVENTS:  # members changed, file deleted: streams/revocation.py
+            dirty.update(self.deliver_access_event(ch.subscribers, event))
+            return
         for sub in ch.subscribers:
             if sub.offer(event):
                 dirty.add(sub)

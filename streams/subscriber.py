@@ -72,7 +72,8 @@ class Subscriber:
         """Queue a live event; True when the connection now has something to flush."""
         if self.closing is not None:
             return False
-        if event.sid <= self.positions[event.channel]:
+        position = self.positions.get(event.channel)
+        if position is None or event.sid <= position:  # None: the channel was taken away
             return False
         if not self.live:
             self.held.append(event)

@@ -89,6 +89,9 @@ class Transport:
     multi = False
     # Keep-alive frame sent while idle; None when the protocol keeps itself alive.
     ping: bytes | None = PING
+    # A connection whose last channel was taken away ends (streams/revocation.py); False when
+    # the protocol can subscribe to others on the same connection.
+    ends_when_empty = True
 
     def cursor(self, positions: dict[str, StreamId]) -> str:
         """What the client sends back to resume from ``positions``."""
@@ -108,6 +111,10 @@ class Transport:
         position (``reset``), without it leaves it alone (``auth_expired``)."""
         head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
         return head + b"event: " + event_type.encode() + b"\ndata: " + envelope + b"\n\n"
+
+    def revoked(self, channel: str, reason: str, envelope: bytes) -> bytes:
+        """What tells the client ``channel`` was taken away: the ``access_revoked`` event."""
+        return self.control("access_revoked", envelope, None)
 
     def preamble(self, retry_ms: int, position: str | None) -> bytes | None:
         """The stream's first bytes: the reconnect hint and, for a client that gave no
@@ -155,6 +162,7 @@ class WebSocketTransport(Transport):
 
     label = "websocket"
     ping = None
+    ends_when_empty = False
 
     def messages(self, sub: Subscriber, items: list[Item]) -> list[Message]:
         return [
@@ -164,6 +172,10 @@ class WebSocketTransport(Transport):
 
     def control(self, event_type: str, envelope: bytes, event_id: str | None) -> bytes:
         return envelope
+
+    def revoked(self, channel: str, reason: str, envelope: bytes) -> bytes:
+        """The socket's own word for it: the channel is unsubscribed, with the reason."""
+        return orjson.dumps({"type": "unsubscribed", "channel": channel, "reason": reason})
 
     def preamble(self, retry_ms: int, position: str | None) -> bytes | None:
         return None

@@ -37,6 +37,7 @@ export const EVENT_TYPES = [
   "presence_count",
   "reset",
   "auth_expired",
+  "access_revoked",
   "message",
 ];
 
@@ -286,6 +287,19 @@ export class StreamSource {
       // The next ticket request meets the old token's 401 and refreshes it first.
       const gen = this.#reset();
       return this.#connect(gen);
+    }
+    if (envelope.type === "access_revoked") {
+      // The server took the channel off this stream (a member removed, a file deleted) and
+      // keeps the rest open: never ask for it again.
+      const gone = envelope.data?.channel;
+      this.channels = this.channels.filter((ch) => ch !== gone);
+      delete this.positions[gone];
+      this.emit.event(envelope, null);
+      if (!this.channels.length) {
+        this.#reset();
+        this.#status("idle");
+      }
+      return;
     }
     const channel = envelope.channel;
     const before = this.positions[channel];

@@ -67,6 +67,14 @@ export class Tab {
   event(envelope, prev) {
     const ch = envelope.channel;
     if (envelope.type === "auth_expired") return this.deliver(envelope);
+    if (envelope.type === "access_revoked") {
+      // Its position is not the channel's; and the channel is gone for good: this tab stops
+      // wanting it (so the shared stream is never reopened with it), then hears why.
+      const gone = envelope.data?.channel;
+      if (!this.channels.includes(gone)) return;
+      this.setChannels(this.channels.filter((c) => c !== gone));
+      return this.deliver(envelope);
+    }
     if (this.paused || !this.channels.includes(ch)) return;
     // Presence has no place in history: it counts whenever it comes, even before a position.
     if (!positioned(envelope)) return this.deliver(envelope);

@@ -4,8 +4,9 @@
 /** `user:<id>` or `file:<id>`. */
 export type Channel = string;
 
-/** An event as every transport carries it. Control events (`reset`, `auth_expired`) have the
- * same shape; `auth_expired` has `channel: null`. */
+/** An event as every transport carries it. Control events (`reset`, `auth_expired`,
+ * `access_revoked`) have the same shape; `auth_expired` has `channel: null`; after an
+ * `access_revoked` (`data: {channel, reason}`) the client no longer follows that channel. */
 export interface Envelope<Data = any> {
   id: string | null;
   channel: Channel | null;

@@ -275,3 +275,29 @@ def test_a_file_deleted_elsewhere_is_said_on_its_dashboard(api, user, make_file,
         session.delete(file)
     d.wait_for("() => !document.getElementById('banner').hidden")
     assert "deleted" in d.page.inner_text("#banner")
+
+
+def test_a_member_removed_elsewhere_is_told_and_keeps_the_rest_of_the_page_live(
+    api, user, make_file, open_dashboard, notify
+):
+    """Their file's channel is taken off the page's one stream; the notifications on the same
+    stream go on, and the page never asks for the file's channel again."""
+    from models import FileMember, session_scope
+    from tests.conftest import DATABASE_URL
+
+    lee = f"{user}-lee"
+    file_id = make_file(user, members=(lee,))
+    d = open_dashboard(api, lee)
+    d.wait_streaming(f"file:{file_id}")
+    with session_scope(DATABASE_URL) as session:  # no service: the database-events hooks
+        member = session.get(FileMember, (file_id, lee))
+        assert member is not None
+        session.delete(member)
+    d.wait_for("() => !document.getElementById('banner').hidden")
+    assert "no longer shared with you" in d.page.inner_text("#banner")
+    d.wait_for("ch => !(window.finrt.stats.channels || []).includes(ch)", f"file:{file_id}")
+    notify(lee, "Still here", type="system_update", message="The inbox is live.")
+    d.wait_badge(1)
+    assert d.page.evaluate("() => document.querySelector('#connection').dataset.state") == (
+        "connected"
+    )

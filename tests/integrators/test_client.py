@@ -11,10 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from finrt.client import AuthExpired, AuthFailed, Reset, StreamRefused, astream, stream
+from finrt.client import (
+    AccessRevoked,
+    AuthExpired,
+    AuthFailed,
+    Reset,
+    StreamRefused,
+    astream,
+    stream,
+)
 from tests.support import ROOT, publish_from_subprocess
 
 
@@ -142,6 +151,53 @@ async def test_auth_expired_ends_a_fixed_token_and_refreshes_a_callable(api, env
         assert after.data == {"n": 1} and len(minted) >= 2
     finally:
         await events.aclose()
+
+
+async def test_a_channel_taken_away_is_dropped_and_the_stream_goes_on(
+    api, env, token, user, make_file
+):
+    """A member removed elsewhere: the client hears it once, never asks for the file again
+    (no 403 raised on a reconnect), and ends only when no channel is left."""
+    from models import FileMember, session_scope
+
+    lee = f"{user}-lee"
+    file_id = make_file(user, members=(lee,))
+    channel = f"file:{file_id}"
+
+    def remove() -> None:
+        with session_scope(env["FINRT_DATABASE_URL"]) as session:
+            member = session.get(FileMember, (file_id, lee))
+            assert member is not None
+            session.delete(member)
+
+    async def next_of(
+        events: Any,
+    ) -> Any:  # presence events aside (the file's, on every stream of it)
+        async with asyncio.timeout(20):
+            async for event in events:
+                if not event.type.startswith("presence"):
+                    return event
+        return None
+
+    both = astream(api.url, [f"user:{lee}", channel], token(lee))
+    alone = astream(api.url, [channel], token(lee))
+    try:
+        live = asyncio.ensure_future(next_of(both))
+        told = asyncio.ensure_future(next_of(alone))
+        await asyncio.sleep(1.0)  # both connected
+        publish_from_subprocess(env, f"user:{lee}", "job_progress", [{"n": 0}])
+        assert (await live).data == {"n": 0}
+        await asyncio.to_thread(remove)
+        revoked = await next_of(both)
+        assert isinstance(revoked, AccessRevoked) and revoked.channel == channel
+        assert revoked.reason == "no longer a member of this file"
+        publish_from_subprocess(env, f"user:{lee}", "job_progress", [{"n": 1}])
+        assert (await next_of(both)).data == {"n": 1}
+        assert isinstance(await told, AccessRevoked)
+        assert await next_of(alone) is None  # ended: no channel left, no 403 raised
+    finally:
+        await both.aclose()
+        await alone.aclose()
 
 
 def test_refusals_raise_instead_of_retrying(api, token, user):

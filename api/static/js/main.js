@@ -278,9 +278,18 @@ function start(userId) {
       return;
     }
     if (envelope.channel !== `file:${fileId}`) return;
+    if (envelope.type === "access_revoked") return lostAccess(envelope.data || {});
     if (collab.apply(envelope)) return; // presence: no id, no snapshot order to keep
     if (fileBuffer) fileBuffer.push(envelope);
     else applyFileEvent(envelope);
+  }
+
+  /** The server took the file's channel away: shared no longer (a deleted file's own
+   * `file_deleted` came first and said so). */
+  function lostAccess({ reason }) {
+    if (reason === "the file was deleted") return;
+    showBanner("This file is no longer shared with you: its dashboard is closed.");
+    files.load();
   }
 
   function onSnapshotNeeded(channel) {
