@@ -227,6 +227,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _soft_time_limit_first(self) -> Settings:
+        # Celery's pool applies the hard limit only after the soft one: a soft limit at or
+        # past the hard one would quietly stretch the hard one.
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError(
+                f"FINRT_TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}) must be below "
+                f"FINRT_TASK_TIME_LIMIT ({self.task_time_limit}): the soft limit asks the job "
+                "to stop, the hard one stops its process some seconds later"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _broker_beside_a_cluster(self) -> Settings:
         if self.redis_url.startswith("redis+cluster://") and not self.celery_broker_url:
             raise ValueError(

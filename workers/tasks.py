@@ -20,7 +20,7 @@ import kombu.exceptions
 import redis
 import sqlalchemy.exc
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 import services.notifications
 from core.settings import Settings, get_settings
@@ -65,6 +65,8 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], Any]:
 def _failure_reason(exc: BaseException, s: Settings) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"the job took longer than {s.task_soft_time_limit} seconds"
+    if isinstance(exc, TimeLimitExceeded):  # the hard limit: its process was stopped
+        return f"the job took longer than {s.task_time_limit} seconds and was stopped"
     if isinstance(exc, TRANSIENT_ERRORS):
         return "the database or Redis stayed unreachable; please try again"
     return f"an internal error stopped the job ({type(exc).__name__})"

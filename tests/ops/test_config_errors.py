@@ -76,6 +76,13 @@ def test_the_api_names_each_bad_setting(tmp_path, variable):
     )
 
 
+def test_a_soft_time_limit_not_below_the_hard_one_is_refused(tmp_path):
+    """Celery's pool applies the hard limit only once the soft one passed: a soft limit at or
+    past the hard one would stretch the hard one without a word."""
+    result = _run(tmp_path, COMMANDS["worker"], FINRT_TASK_SOFT_TIME_LIMIT="400")
+    _assert_one_line(result, "FINRT_TASK_SOFT_TIME_LIMIT", "400", "FINRT_TASK_TIME_LIMIT (360)")
+
+
 def test_log_levels_are_case_insensitive(start_api):
     api = start_api(log_level="warning")
     assert httpx.get(f"{api.url}/readyz", timeout=5).status_code == 200
