@@ -261,6 +261,22 @@ def finished(body: dict[str, Any]) -> bool:
     return body.get("status") in ("processed", "failed", "ready")
 
 
+async def report_of_a_new_file(
+    client: httpx.AsyncClient, base: str, headers: dict[str, str], fmt: str = "pdf"
+) -> int:
+    """Upload a small file, wait until it is processed and ask for its report: the report's
+    id."""
+    from domain.sample import sample_csv
+
+    file_id = (await upload_csv(client, base, headers, sample_csv(4))).json()["file_id"]
+    await wait_for(client, f"{base}/api/v1/files/{file_id}", headers, finished)
+    response = await client.post(
+        f"{base}/api/v1/files/{file_id}/reports", json={"format": fmt}, headers=headers
+    )
+    assert response.status_code == 202, response.text
+    return int(response.json()["report_id"])
+
+
 async def next_event(stream: SSEStream, timeout: float = 15.0) -> Received:
     """The next event within ``timeout`` seconds overall (``SSEStream.next_event`` restarts its
     timeout at every ping)."""

@@ -13,9 +13,13 @@ import httpx
 import psutil
 from sqlalchemy import select
 
-from domain.sample import sample_csv
 from models import File, FileUpload, Notification, ReportExport, session_scope
-from tests.fixtures_workers import WorkerProcess, auth, finished, upload_csv, wait_for
+from tests.fixtures_workers import (
+    WorkerProcess,
+    auth,
+    report_of_a_new_file,
+    upload_csv,
+)
 
 ATTEMPTS = 2  # FINRT_TASK_MAX_RETRIES=1
 FINISHED = ("processed", "ready", "failed")
@@ -54,12 +58,7 @@ async def test_a_report_that_loses_its_worker_each_time_ends_failed_once(
     api = start_isolated_api(env)
     base, headers, url = api.url, auth(env, user), env["FINRT_DATABASE_URL"]
     async with httpx.AsyncClient(timeout=30) as client:
-        file_id = (await upload_csv(client, base, headers, sample_csv(4))).json()["file_id"]
-        await wait_for(client, f"{base}/api/v1/files/{file_id}", headers, finished)
-        response = await client.post(
-            f"{base}/api/v1/files/{file_id}/reports", json={"format": "pdf"}, headers=headers
-        )
-        report_id = response.json()["report_id"]
+        report_id = await report_of_a_new_file(client, base, headers)
 
         def state() -> tuple[str, object]:
             # Each start counts itself in the report's attempts.

@@ -6,9 +6,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import select
 
-from domain.sample import sample_csv
 from models import Notification, session_scope
-from tests.fixtures_workers import auth, finished, upload_csv, wait_for
+from tests.fixtures_workers import auth, finished, report_of_a_new_file, wait_for
 
 
 async def test_a_report_past_its_soft_time_limit_fails_saying_so(
@@ -22,12 +21,8 @@ async def test_a_report_past_its_soft_time_limit_fails_saying_so(
     api = start_isolated_api(env)
     base, headers, url = api.url, auth(env, user), env["FINRT_DATABASE_URL"]
     async with httpx.AsyncClient(timeout=30) as client:
-        file_id = (await upload_csv(client, base, headers, sample_csv(4))).json()["file_id"]
-        await wait_for(client, f"{base}/api/v1/files/{file_id}", headers, finished)
-        response = await client.post(
-            f"{base}/api/v1/files/{file_id}/reports", json={"format": "csv"}, headers=headers
-        )
-        report_url = f"{base}/api/v1/reports/{response.json()['report_id']}"
+        report_id = await report_of_a_new_file(client, base, headers, "csv")
+        report_url = f"{base}/api/v1/reports/{report_id}"
         report = await wait_for(client, report_url, headers, finished, timeout=25)
     assert report["status"] == "failed"
     assert said in report["error"], report["error"]
