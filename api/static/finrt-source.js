@@ -190,14 +190,43 @@ export class StreamSource {
     this.emit.expired();
   }
 
+  /** The user may no longer read a channel: the server said so on the stream (and keeps the
+   * rest open), or refused it (403, 404) while polling or looking up a position. The channel
+   * is dropped for good, so that the others go on, and the app hears an `access_revoked`. */
+  #lose(envelope) {
+    const gone = envelope.data?.channel;
+    this.channels = this.channels.filter((ch) => ch !== gone);
+    delete this.positions[gone];
+    this.emit.event(envelope, null);
+    if (!this.channels.length) {
+      this.#reset();
+      this.#status("idle");
+    }
+  }
+
+  /** `access_revoked` for a channel the API refused with `error`, else null. */
+  #refusal(ch, error) {
+    if (error?.status !== 403 && error?.status !== 404) return null;
+    const data = { channel: ch, reason: error.message || "refused" };
+    return { id: null, channel: ch, type: "access_revoked", data, created_at: new Date().toISOString() };
+  }
+
   /** Positions of channels that have none: the newest id in each channel's history (the
    * server's `position`), so that a later reconnect, or another tab taking over, resumes from
    * a real id and never from "now". Without a token the stream fixes them ("from now"). */
   async #resolvePositions(gen) {
     if (!this.api.canRead) return;
-    for (const ch of this.channels) {
+    for (const ch of [...this.channels]) {
       if (this.positions[ch] != null) continue;
-      const body = await this.api.get(`/events/${encodeURIComponent(ch)}`, { limit: 1 });
+      let body;
+      try {
+        body = await this.api.get(`/events/${encodeURIComponent(ch)}`, { limit: 1 });
+      } catch (error) {
+        const refused = this.#refusal(ch, error);
+        if (!refused || gen !== this.generation) throw error;
+        this.#lose(refused);
+        continue;
+      }
       if (gen !== this.generation) return;
       const newest = body.events.length ? body.events.at(-1).id : null;
       this.positions[ch] = body.position || newest;
@@ -288,19 +317,7 @@ export class StreamSource {
       const gen = this.#reset();
       return this.#connect(gen);
     }
-    if (envelope.type === "access_revoked") {
-      // The server took the channel off this stream (a member removed, a file deleted) and
-      // keeps the rest open: never ask for it again.
-      const gone = envelope.data?.channel;
-      this.channels = this.channels.filter((ch) => ch !== gone);
-      delete this.positions[gone];
-      this.emit.event(envelope, null);
-      if (!this.channels.length) {
-        this.#reset();
-        this.#status("idle");
-      }
-      return;
-    }
+    if (envelope.type === "access_revoked") return this.#lose(envelope);
     const channel = envelope.channel;
     const before = this.positions[channel];
     const cursor = event.lastEventId ? decodeCursor(event.lastEventId) : null;
@@ -415,7 +432,15 @@ export class StreamSource {
 
   async #pollChannel(gen, ch) {
     const after = this.positions[ch];
-    const body = await this.api.get(`/events/${encodeURIComponent(ch)}`, { after, limit: POLL_LIMIT });
+    let body;
+    try {
+      body = await this.api.get(`/events/${encodeURIComponent(ch)}`, { after, limit: POLL_LIMIT });
+    } catch (error) {
+      const refused = this.#refusal(ch, error);
+      if (!refused || gen !== this.generation) throw error;
+      this.#lose(refused);
+      return false;
+    }
     if (gen !== this.generation) return false;
     for (const envelope of body.events) {
       if (envelope.type === "reset") {

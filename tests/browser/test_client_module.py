@@ -182,6 +182,36 @@ def test_polling_when_streams_are_refused(api, env, user, make_file, context):
     assert file_ids(page, channel) == sent
 
 
+@pytest.mark.parametrize("positioned", [True, False], ids=["with-positions", "without"])
+def test_a_channel_the_api_refuses_is_dropped_and_the_others_go_on(
+    api, env, user, make_file, context, positioned
+):
+    """An app asks for a file its user may no longer read (removed while the page was closed):
+    the stream and polling are refused (403) for it. The client drops that channel with an
+    `access_revoked`, instead of retrying it for ever with everything else held up."""
+    theirs = f"file:{make_file(f'{user}-owner')}"
+    mine = f"user:{user}"
+    first = streams.publish(mine, "notification_read", {"unread_count": 1})
+    options: dict[str, Any] = {
+        "channels": [mine, theirs],
+        "token": make_token(env, user),
+        "timing": {"backoffBaseMs": 100, "pollMs": 300, "probeMs": 1500},
+    }
+    if positioned:
+        options["positions"] = {mine: first, theirs: "1-0"}
+    page = open_harness(context, serve_harness(context, api.url))
+    page.evaluate(f"() => window.start({js(options)})")
+    wait(
+        page, "ch => window.log.some(e => e.type === 'access_revoked' && e.channel === ch)", theirs
+    )
+    revoked = page.evaluate("() => window.log.find(e => e.type === 'access_revoked')")
+    assert revoked["data"]["channel"] == theirs and "member" in revoked["data"]["reason"]
+    wait(page, "() => window.conn.status === 'live'")  # the stream, without the file
+    later = streams.publish(mine, "notification_read", {"unread_count": 0})
+    wait(page, "id => window.log.some(e => e.id === id)", later)
+    assert page.evaluate("() => window.log.filter(e => e.type === 'access_revoked').length") == 1
+
+
 def test_the_react_example_renders_live_figures_by_period(api, env, user, context):
     file_id = processed_file(user, sample_csv(periods=8))
     token = make_token(env, user)
